@@ -1,0 +1,48 @@
+// Ring: the narrow interface the event loop uses to talk to io_uring.
+//
+// UringRing (uring.h) is the real implementation; tests use a fake that records submissions and
+// injects completions, so loop and socket logic are unit-tested without a kernel.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+
+namespace derpd::io {
+
+struct Completion {
+  std::uint64_t user_data = 0;
+  std::int32_t res = 0;
+  std::uint32_t flags = 0;  // IORING_CQE_F_*
+};
+
+class BufRing;
+
+class Ring {
+ public:
+  virtual ~Ring() = default;
+
+  // Each prep_* queues one submission; false means the submission queue is full even after
+  // flushing it to the kernel (the caller retries on a later loop turn).
+  // Multishot recvmsg selecting buffers from `group`. `tmpl` gives msg_namelen/msg_controllen
+  // and must stay valid while the operation is armed.
+  virtual bool prep_recvmsg_multishot(int fd, msghdr* tmpl, const BufRing& group, std::uint64_t ud) = 0;
+  // `msg` and everything it points to must stay valid until the completion.
+  virtual bool prep_sendmsg(int fd, const msghdr* msg, unsigned flags, std::uint64_t ud) = 0;
+  virtual bool prep_read(int fd, void* buf, unsigned len, std::uint64_t ud) = 0;
+  // Cancels every operation on fd (completions arrive with -ECANCELED).
+  virtual bool prep_cancel_fd(int fd, std::uint64_t ud) = 0;
+
+  // Submits queued work and waits until at least one completion is ready or `timeout` passes
+  // (negative: wait without limit). Returns 0 or a negative errno (-ETIME/-EINTR are normal).
+  virtual int submit_and_wait(std::chrono::nanoseconds timeout) = 0;
+  // Moves up to out.size() ready completions into `out` and consumes them (one CQ advance).
+  virtual unsigned reap(std::span<Completion> out) = 0;
+
+  // Makes `group` available to buffer-selecting receives. Fails with a negative errno.
+  virtual int register_buf_ring(BufRing& group) = 0;
+};
+
+}  // namespace derpd::io
