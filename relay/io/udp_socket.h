@@ -87,6 +87,9 @@ class UdpSocket final : public Handler {
   bool wildcard() const { return bound_.addr.is_unspecified(); }
   int fd() const { return fd_; }
   const UdpStats& stats() const { return stats_; }
+  // An owner-defined number (e.g. which of a service's sockets this is).
+  void set_tag(std::uint32_t tag) { tag_ = tag; }
+  std::uint32_t tag() const { return tag_; }
 
   // A free send slot, or nullptr when all are in flight.
   SendSlot* acquire();
@@ -114,6 +117,7 @@ class UdpSocket final : public Handler {
   std::uint16_t free_head_;
   static constexpr std::uint16_t kNone = 0xFFFF;
   bool closed_ = false;
+  std::uint32_t tag_ = 0;
   UdpStats stats_;
 };
 
