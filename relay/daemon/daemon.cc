@@ -1,0 +1,179 @@
+#include "relay/daemon/daemon.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "relay/daemon/worker.h"
+#include "relay/io/probe.h"
+#include "relay/io/udp_socket.h"
+
+namespace derpd::daemon {
+
+namespace {
+
+unsigned worker_count(const config::Config& cfg) {
+  if (cfg.workers > 0) return cfg.workers;
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : n;
+}
+
+// Binds one UDP socket; a port of 0 is resolved so later workers share the same port.
+int bind_udp(Endpoint& addr) {
+  int err = 0;
+  auto fd = open_udp_socket(addr, err);
+  if (!fd) {
+    throw std::runtime_error(fmt::format("cannot listen on udp {}: {}", addr.to_string(), std::strerror(err)));
+  }
+  if (addr.port == 0) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    getsockname(*fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    if (auto e = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len)) addr.port = e->port;
+  }
+  return *fd;
+}
+
+using io::open_udp_socket;
+
+// The STUN sites (one per address family), with addresses resolved, before any worker exists.
+std::vector<stun::ServerAddresses> stun_sites(const config::Config& cfg) {
+  std::vector<stun::ServerAddresses> out;
+  if (!cfg.stun_enabled) return out;
+  for (const Endpoint& primary : config::effective_stun_addrs(cfg)) {
+    stun::ServerAddresses a;
+    a.ip[0] = primary.addr;
+    a.port[0] = primary.port;
+    if (cfg.stun_alt_addr && cfg.stun_alt_addr->addr.family() == primary.addr.family()) {
+      a.has_alternate = true;
+      a.ip[1] = cfg.stun_alt_addr->addr;
+      a.port[1] = cfg.stun_alt_addr->port;
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+
+// Opens every worker's sockets. Port 0 (tests) is resolved on the first bind of each address.
+std::vector<WorkerPlan> plan_workers(unsigned n, std::vector<stun::ServerAddresses>& sites) {
+  std::vector<WorkerPlan> plans(n);
+  for (unsigned w = 0; w < n; ++w) {
+    plans[w].index = w;
+    for (auto& site : sites) {
+      StunSitePlan sp;
+      for (int ip = 0; ip < (site.has_alternate ? 2 : 1); ++ip)
+        for (int port = 0; port < (site.has_alternate ? 2 : 1); ++port) {
+          Endpoint e{site.ip[ip], site.port[port]};
+          sp.fds[ip][port] = bind_udp(e);
+          sp.bound[ip][port] = e;
+          // Resolved ports apply to every later bind of this site.
+          if (site.port[port] == 0) site.port[port] = e.port;
+        }
+      sp.addrs = site;
+      plans[w].stun_sites.push_back(sp);
+    }
+  }
+  // Earlier workers' plans may hold a port of 0 if it was resolved later in the loop; fix up.
+  for (auto& p : plans)
+    for (std::size_t i = 0; i < sites.size(); ++i) p.stun_sites[i].addrs = sites[i];
+  return plans;
+}
+
+}  // namespace
+
+int run(const config::Config& cfg) {
+  io::KernelProbe probe = io::probe_kernel();
+  if (!probe.ok()) {
+    spdlog::error("this kernel cannot run derpd:\n{}", probe.explain());
+    return 1;
+  }
+  spdlog::info("kernel {}: io_uring ok{}", probe.kernel, probe.defer_taskrun ? " (defer-taskrun)" : "");
+  for (const auto& u : cfg.unsupported) spdlog::warn("flag {} is accepted but not supported yet; ignoring it", u);
+  if (cfg.derp_enabled) spdlog::warn("the DERP relay is not part of this build yet; serving STUN only");
+
+  // Signals are handled by this thread alone (sigwait); workers inherit the blocked mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  const unsigned n = worker_count(cfg);
+  std::vector<stun::ServerAddresses> sites = stun_sites(cfg);
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<StunCounters>> counters;
+  try {
+    std::vector<WorkerPlan> plans = plan_workers(n, sites);
+    for (auto& plan : plans) {
+      counters.push_back(std::make_unique<StunCounters>());
+      workers.push_back(std::make_unique<Worker>(std::move(plan), *counters.back()));
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  for (auto& w : workers) {
+    std::string err = w->start();
+    if (!err.empty()) {
+      spdlog::error("worker {} failed to start: {}", w->index(), err);
+      for (auto& o : workers) o->stop();
+      return 1;
+    }
+  }
+
+  for (const auto& s : sites) {
+    if (s.has_alternate) {
+      spdlog::info("stun listening on udp {} and {} (RFC 5780: also {} and {})", Endpoint{s.ip[0], s.port[0]}.to_string(),
+                   Endpoint{s.ip[1], s.port[1]}.to_string(), Endpoint{s.ip[0], s.port[1]}.to_string(),
+                   Endpoint{s.ip[1], s.port[0]}.to_string());
+    } else {
+      spdlog::info("stun listening on udp {}", Endpoint{s.ip[0], s.port[0]}.to_string());
+    }
+  }
+  spdlog::info("derpd ready: {} worker{}", n, n == 1 ? "" : "s");
+  sd_notify(0, "READY=1");
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP: nothing to reload yet");
+      continue;
+    }
+    spdlog::info("{}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    break;
+  }
+  sd_notify(0, "STOPPING=1");
+  for (auto& w : workers) w->stop();
+
+  std::uint64_t disp[static_cast<std::size_t>(stun::Disposition::kCount)] = {};
+  std::uint64_t received = 0, sent = 0, send_errors = 0, truncated = 0, dropped = 0;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    for (std::size_t d = 0; d < std::size(disp); ++d) disp[d] += counters[i]->disposition[d].load();
+    dropped += counters[i]->send_dropped.load();
+    received += workers[i]->udp_totals().received;
+    sent += workers[i]->udp_totals().sent;
+    send_errors += workers[i]->udp_totals().send_errors;
+    truncated += workers[i]->udp_totals().truncated;
+  }
+  std::string by;
+  for (std::size_t d = 0; d < std::size(disp); ++d)
+    by += fmt::format(" {}={}", stun::to_string(static_cast<stun::Disposition>(d)), disp[d]);
+  spdlog::info("stun totals: received={} sent={} send_errors={} truncated={} send_dropped={}{}", received, sent,
+               send_errors, truncated, dropped, by);
+  return 0;
+}
+
+}  // namespace derpd::daemon

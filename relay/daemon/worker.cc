@@ -1,0 +1,101 @@
+#include "relay/daemon/worker.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <exception>
+
+#include "relay/io/buf_ring.h"
+#include "relay/io/udp_socket.h"
+#include "relay/io/uring.h"
+
+namespace derpd::daemon {
+
+namespace {
+constexpr std::uint16_t kStunBufferGroup = 1;
+constexpr std::uint32_t kStunBuffers = 2048;
+constexpr std::uint32_t kStunBufferSize = 2048;
+}  // namespace
+
+Worker::Worker(WorkerPlan plan, StunCounters& counters) : plan_(std::move(plan)), counters_(counters) {}
+
+Worker::~Worker() {
+  stop();
+  for (auto& site : plan_.stun_sites)
+    for (auto& row : site.fds)
+      for (int& fd : row)
+        if (fd >= 0) {
+          ::close(fd);
+          fd = -1;
+        }
+}
+
+std::string Worker::start() {
+  std::promise<std::string> ready;
+  auto fut = ready.get_future();
+  thread_ = std::thread([this, p = std::move(ready)]() mutable { main(std::move(p)); });
+  return fut.get();
+}
+
+void Worker::stop() {
+  if (io::Loop* l = loop_.load(std::memory_order_acquire)) l->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::main(std::promise<std::string> ready) {
+  std::string name = "derpd-w" + std::to_string(plan_.index);
+  pthread_setname_np(pthread_self(), name.c_str());
+  try {
+    io::UringRing ring(io::RingOptions{});
+    io::MonotonicClock clock;
+    io::Loop loop(ring, clock);
+    io::BufRing stun_buffers(kStunBufferGroup, kStunBuffers, kStunBufferSize);
+    if (int rc = ring.register_buf_ring(stun_buffers); rc < 0)
+      throw std::runtime_error("register provided buffers: " + std::string(strerror(-rc)));
+
+    StunService stun(counters_);
+    std::vector<std::unique_ptr<io::UdpSocket>> sockets;
+    for (auto& plan : plan_.stun_sites) {
+      StunSite site;
+      site.addrs = plan.addrs;
+      for (int ip = 0; ip < 2; ++ip)
+        for (int port = 0; port < 2; ++port) {
+          if (plan.fds[ip][port] < 0) continue;
+          sockets.push_back(std::make_unique<io::UdpSocket>(loop, plan.fds[ip][port], plan.bound[ip][port],
+                                                            stun_buffers, stun));
+          plan.fds[ip][port] = -1;  // the socket owns it now
+          site.sockets[ip][port] = sockets.back().get();
+        }
+      stun.add_site(site);
+    }
+    for (auto& s : sockets) s->start();
+
+    loop_.store(&loop, std::memory_order_release);
+    ready.set_value("");
+    loop.run();
+    loop_.store(nullptr, std::memory_order_release);
+
+    for (auto& s : sockets) {
+      const io::UdpStats& st = s->stats();
+      udp_totals_.received += st.received;
+      udp_totals_.truncated += st.truncated;
+      udp_totals_.recv_errors += st.recv_errors;
+      udp_totals_.no_buffers += st.no_buffers;
+      udp_totals_.rearms += st.rearms;
+      udp_totals_.sent += st.sent;
+      udp_totals_.send_errors += st.send_errors;
+      udp_totals_.send_busy += st.send_busy;
+      s->close();
+    }
+    loop_totals_ = loop.stats();
+  } catch (const std::exception& e) {
+    loop_.store(nullptr, std::memory_order_release);
+    try {
+      ready.set_value(e.what());
+    } catch (const std::future_error&) {
+      // already reported ready; the error happened while shutting down
+    }
+  }
+}
+
+}  // namespace derpd::daemon

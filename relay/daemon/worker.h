@@ -1,0 +1,61 @@
+// Worker: one thread, one io_uring, its own SO_REUSEPORT sockets and everything they carry.
+//
+// The plan (socket fds, addresses) is made on the main thread so bind errors are reported before
+// anything runs; the ring, buffers and services are built on the worker thread itself (a
+// SINGLE_ISSUER ring belongs to the thread that creates it).
+#pragma once
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "relay/base/endpoint.h"
+#include "relay/daemon/stun_service.h"
+#include "relay/io/loop.h"
+#include "stun/responder.h"
+
+namespace derpd::daemon {
+
+struct StunSitePlan {
+  stun::ServerAddresses addrs;
+  int fds[2][2] = {{-1, -1}, {-1, -1}};  // owned until handed to the worker
+  Endpoint bound[2][2];
+};
+
+struct WorkerPlan {
+  unsigned index = 0;
+  std::vector<StunSitePlan> stun_sites;
+};
+
+class Worker {
+ public:
+  Worker(WorkerPlan plan, StunCounters& counters);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread; returns "" when it is serving, else why it could not start.
+  std::string start();
+  // Asks the loop to stop (any thread) and joins.
+  void stop();
+
+  unsigned index() const { return plan_.index; }
+  // Totals of this worker's UDP sockets, valid after stop().
+  const io::UdpStats& udp_totals() const { return udp_totals_; }
+  const io::LoopStats& loop_totals() const { return loop_totals_; }
+
+ private:
+  void main(std::promise<std::string> ready);
+
+  WorkerPlan plan_;
+  StunCounters& counters_;
+  std::thread thread_;
+  std::atomic<io::Loop*> loop_{nullptr};
+  io::UdpStats udp_totals_;
+  io::LoopStats loop_totals_;
+};
+
+}  // namespace derpd::daemon
