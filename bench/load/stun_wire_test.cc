@@ -78,7 +78,7 @@ TEST(StunWire, ParsesTailnodeRequestLikeDerper) {
 
   auto wrong_software = req;
   wrong_software[24] = std::byte{'T'};  // "Tailnode": fingerprint recomputed so only SOFTWARE differs
-  store_be32(wrong_software.data() + 44, fingerprint(Bytes(wrong_software.data(), 40)));
+  store_be32(wrong_software.data() + 36, fingerprint(Bytes(wrong_software.data(), 32)));
   EXPECT_FALSE(parse_tailnode_request(wrong_software, tx));
 
   auto not_request = req;
