@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -34,6 +35,19 @@ class Ring {
   virtual bool prep_read(int fd, void* buf, unsigned len, std::uint64_t ud) = 0;
   // Cancels every operation on fd (completions arrive with -ECANCELED).
   virtual bool prep_cancel_fd(int fd, std::uint64_t ud) = 0;
+
+  // Stream sockets (TCP).
+  // Multishot accept on a listening socket: one completion per connection (res = the new fd,
+  // opened SOCK_NONBLOCK | SOCK_CLOEXEC) with IORING_CQE_F_MORE while still armed. No peer address
+  // is written (a shared address buffer would be overwritten by the next accept): getpeername().
+  virtual bool prep_accept_multishot(int fd, std::uint64_t ud) = 0;
+  // Multishot recv on a connected stream socket, each completion filling one buffer of `group`.
+  virtual bool prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) = 0;
+  // One send of buf[0..len); `buf` must stay valid until the completion.
+  virtual bool prep_send(int fd, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) = 0;
+  // Cancels every operation that was submitted with user_data `target` (exact: unlike a cancel by
+  // fd it cannot hit a later owner of a reused fd number).
+  virtual bool prep_cancel(std::uint64_t target, std::uint64_t ud) = 0;
 
   // Submits queued work and waits until at least one completion is ready or `timeout` passes
   // (negative: wait without limit). Returns 0 or a negative errno (-ETIME/-EINTR are normal).

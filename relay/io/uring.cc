@@ -79,6 +79,40 @@ bool UringRing::prep_cancel_fd(int fd, std::uint64_t ud) {
   return true;
 }
 
+bool UringRing::prep_accept_multishot(int fd, std::uint64_t ud) {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
+  io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, ud);
+  return true;
+}
+
+bool UringRing::prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
+  io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = group.group_id();
+  io_uring_sqe_set_data64(sqe, ud);
+  return true;
+}
+
+bool UringRing::prep_send(int fd, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
+  io_uring_prep_send(sqe, fd, buf, len, static_cast<int>(flags));
+  io_uring_sqe_set_data64(sqe, ud);
+  return true;
+}
+
+bool UringRing::prep_cancel(std::uint64_t target, std::uint64_t ud) {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) return false;
+  io_uring_prep_cancel64(sqe, target, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, ud);
+  return true;
+}
+
 int UringRing::submit_and_wait(std::chrono::nanoseconds timeout) {
   io_uring_cqe* cqe = nullptr;
   int rc;

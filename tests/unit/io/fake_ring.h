@@ -11,11 +11,14 @@
 namespace derpd::io::testing {
 
 struct Submitted {
-  enum Kind { kRecvMultishot, kSendmsg, kRead, kCancelFd } kind;
+  enum Kind { kRecvMultishot, kSendmsg, kRead, kCancelFd, kAcceptMultishot, kRecvStream, kSend, kCancel } kind;
   int fd;
   std::uint64_t ud;
   const msghdr* msg = nullptr;
   std::uint16_t group = 0;
+  const void* buf = nullptr;  // kSend: the bytes being sent
+  std::size_t len = 0;        // kSend
+  std::uint64_t target = 0;   // kCancel: the user_data being cancelled
 };
 
 class FakeRing final : public Ring {
@@ -34,6 +37,23 @@ class FakeRing final : public Ring {
   }
   bool prep_cancel_fd(int fd, std::uint64_t ud) override {
     submitted.push_back({Submitted::kCancelFd, fd, ud, nullptr, 0});
+    return true;
+  }
+  bool prep_accept_multishot(int fd, std::uint64_t ud) override {
+    submitted.push_back({Submitted::kAcceptMultishot, fd, ud, nullptr, 0, nullptr, 0, 0});
+    return true;
+  }
+  bool prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) override {
+    submitted.push_back({Submitted::kRecvStream, fd, ud, nullptr, group.group_id(), nullptr, 0, 0});
+    return true;
+  }
+  bool prep_send(int fd, const void* buf, std::size_t len, unsigned, std::uint64_t ud) override {
+    if (full) return false;
+    submitted.push_back({Submitted::kSend, fd, ud, nullptr, 0, buf, len, 0});
+    return true;
+  }
+  bool prep_cancel(std::uint64_t target, std::uint64_t ud) override {
+    submitted.push_back({Submitted::kCancel, -1, ud, nullptr, 0, nullptr, 0, target});
     return true;
   }
   int submit_and_wait(std::chrono::nanoseconds timeout) override {
@@ -60,6 +80,7 @@ class FakeRing final : public Ring {
 
   std::vector<Submitted> submitted;
   std::deque<Completion> ready;
+  bool full = false;  // prep_send reports a full submission queue
   std::vector<std::chrono::nanoseconds> waits;
 };
 
