@@ -197,6 +197,7 @@ class FrameReader {
   std::size_t spilled() const { return state_ == State::kPayload ? spill_.size() : 0; }
   std::size_t spill_capacity() const { return spill_.capacity(); }
   // Frees the spill buffer unless a partial payload is pending (idle connections stay small).
+  // Invalidates a Frame payload previously returned from the spill buffer.
   void release_memory();
 
  private:
