@@ -6,12 +6,19 @@
 // `-stun`, `-stun-port`, `-hostname`, `-certmode`, `-certdir`, `-c`, `-dev`, ...), with one or two
 // dashes and `=` or a space. Loading happens once at start-up and reports problems by throwing
 // config::Error whose message names the key (and the file line for YAML).
+//
+// Flags always win over the file, whatever their position on the command line. `-dev` (or
+// `dev: true`) changes the defaults (see Config::dev), and anything given explicitly still wins.
+// The list of options lives in one place, config/options.cc.
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "relay/base/endpoint.h"
@@ -51,7 +58,7 @@ struct Config {
   std::string hostname = "derp.tailscale.com";  // -hostname (derper's default)
   CertMode certmode = CertMode::kLetsEncrypt;   // -certmode letsencrypt|manual|dev|plaintext
   std::string certdir;                          // -certdir
-  std::string key_file = "/var/lib/derpd/derper.key";  // -c (derper's JSON key file form)
+  std::string key_file = "/var/lib/derpd/derper.key";  // -c / -key-file (derper's JSON key file); "" = throwaway key
 
   // --- region mesh and admission (later issues) -----------------------------------------
   std::vector<std::string> mesh_with;  // -mesh-with (comma-separated in flags, list in YAML)
@@ -63,14 +70,21 @@ struct Config {
   std::string home;  // -home: "", "blank", or a URL to redirect / to
 
   // --- runtime ---------------------------------------------------------------------------
-  unsigned workers = 0;  // --workers; 0 = one per online CPU
-  bool dev = false;      // -dev: plaintext DERP on 127.0.0.1:3340, STUN 127.0.0.1:3478, throwaway key
+  unsigned workers = 0;  // --workers; 0 = one per online CPU; at most kMaxWorkers
+  // -dev: the defaults become plaintext DERP on 127.0.0.1:3340 (certmode plaintext), STUN on
+  // 127.0.0.1:3478 (derived), http-port -1, metrics on 127.0.0.1:9100 and an empty key_file
+  // (throwaway key). Explicit -a, --stun-addr, -certmode, ... still win.
+  bool dev = false;
   LogLevel log_level = LogLevel::kInfo;  // --log-level debug|info|warn|error
 
   // Flags that were given but whose feature derpd does not have yet: each is logged at start-up
-  // as "not yet supported" (never silently ignored). Filled by load().
+  // as "not yet supported" (never silently ignored). Filled by load(), as "-name=value" (secret
+  // values as "-name=(redacted)"). Also holds "-certmode=letsencrypt" (or gcp) when DERP would be
+  // served over TLS with a certificate mode that needs an ACME client.
   std::vector<std::string> unsupported;
 };
+
+inline constexpr unsigned kMaxWorkers = 1024;
 
 struct LoadResult {
   Config config;
@@ -80,13 +94,42 @@ struct LoadResult {
 
 // Parses argv (including --config FILE), applies YAML then flags over the defaults, validates.
 // Throws config::Error with a message naming the key/flag (and "FILE:LINE" for YAML).
+// --help and --version print to `out` (std::cout for the first overload) and set exit_now.
 LoadResult load(int argc, const char* const* argv);
+LoadResult load(int argc, const char* const* argv, std::ostream& out);
 
-// Parses a YAML document into cfg (used by load(); exposed for tests). `origin` names the source
-// in error messages, e.g. the file path.
+// Parses a YAML document into cfg, then checks the cross-field rules (finalize). `origin` names
+// the source in error messages, e.g. the file path. A document that sets `dev: true` switches
+// cfg to the dev defaults first, as load() does.
 void apply_yaml(Config& cfg, const std::string& yaml_text, const std::string& origin);
 
-// The embedded default configuration `tools/run` and `--dev` use, as YAML text.
+// Cross-field rules (STUN address families, alternate address, certmode manual needs certdir,
+// port clashes) and the ACME notice in cfg.unsupported. load() and apply_yaml() call it; call it
+// yourself after building a Config by hand. Throws config::Error.
+void finalize(Config& cfg);
+
+// The embedded development configuration `tools/run` uses, as YAML text (dev: true and friends).
 std::string_view dev_yaml();
+
+// Usage text printed by --help: every flag, derper compatibility notes and the YAML format.
+std::string usage();
+
+// "0.1.0": the CMake project version.
+std::string_view version();
+
+// --- derived values the daemon uses ---------------------------------------------------------
+
+// The UDP addresses STUN binds: empty when STUN is off; cfg.stun_addrs when given; otherwise
+// derp_addr's IP with stun_port (as derper: "binds to the same IP as -a"). The RFC 5780 alternate
+// (cfg.stun_alt_addr) is not included.
+std::vector<Endpoint> effective_stun_addrs(const Config& cfg);
+
+// Whether the DERP listener speaks TLS, with derper's rule: certmode manual or dev always,
+// plaintext never, letsencrypt only when the -a port is 443.
+bool serves_tls(const Config& cfg);
+
+// certmode manual: derper's file names <certdir>/<hostname>.crt and .key, where characters
+// outside [A-Za-z0-9.-] are dropped from the hostname. Returns {cert path, key path}.
+std::pair<std::string, std::string> manual_cert_paths(const Config& cfg);
 
 }  // namespace derpd::config
