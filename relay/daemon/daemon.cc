@@ -32,7 +32,7 @@ unsigned worker_count(const config::Config& cfg) {
 // Binds one UDP socket; a port of 0 is resolved so later workers share the same port.
 int bind_udp(Endpoint& addr) {
   int err = 0;
-  auto fd = open_udp_socket(addr, err);
+  auto fd = io::open_udp_socket(addr, err);
   if (!fd) {
     throw std::runtime_error(fmt::format("cannot listen on udp {}: {}", addr.to_string(), std::strerror(err)));
   }
@@ -44,8 +44,6 @@ int bind_udp(Endpoint& addr) {
   }
   return *fd;
 }
-
-using io::open_udp_socket;
 
 // The STUN sites (one per address family), with addresses resolved, before any worker exists.
 std::vector<stun::ServerAddresses> stun_sites(const config::Config& cfg) {
@@ -133,15 +131,12 @@ int run(const config::Config& cfg) {
     }
   }
 
-  for (const auto& s : sites) {
-    if (s.has_alternate) {
-      spdlog::info("stun listening on udp {} and {} (RFC 5780: also {} and {})", Endpoint{s.ip[0], s.port[0]}.to_string(),
-                   Endpoint{s.ip[1], s.port[1]}.to_string(), Endpoint{s.ip[0], s.port[1]}.to_string(),
-                   Endpoint{s.ip[1], s.port[0]}.to_string());
-    } else {
-      spdlog::info("stun listening on udp {}", Endpoint{s.ip[0], s.port[0]}.to_string());
-    }
-  }
+  static constexpr const char* kRole[2][2] = {{"", " (RFC 5780: alternate port)"},
+                                               {" (RFC 5780: alternate IP)", " (RFC 5780: alternate IP and port)"}};
+  for (const auto& s : sites)
+    for (int ip = 0; ip < (s.has_alternate ? 2 : 1); ++ip)
+      for (int port = 0; port < (s.has_alternate ? 2 : 1); ++port)
+        spdlog::info("stun listening on udp {}{}", Endpoint{s.ip[ip], s.port[port]}.to_string(), kRole[ip][port]);
   spdlog::info("derpd ready: {} worker{}", n, n == 1 ? "" : "s");
   sd_notify(0, "READY=1");
 
