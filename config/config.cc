@@ -235,7 +235,11 @@ std::string_view version() { return DERPD_VERSION; }
 std::vector<Endpoint> effective_stun_addrs(const Config& cfg) {
   if (!cfg.stun_enabled) return {};
   if (!cfg.stun_addrs.empty()) return cfg.stun_addrs;
-  return {Endpoint{cfg.derp_addr.addr, static_cast<std::uint16_t>(cfg.stun_port)}};
+  const auto port = static_cast<std::uint16_t>(cfg.stun_port);
+  // derper binds ":PORT", every interface of both families; so does derpd for a wildcard -a.
+  if (cfg.derp_addr.addr.is_v4() && cfg.derp_addr.addr.is_unspecified())
+    return {Endpoint{cfg.derp_addr.addr, port}, Endpoint{IpAddr::any(Family::V6), port}};
+  return {Endpoint{cfg.derp_addr.addr, port}};
 }
 
 bool serves_tls(const Config& cfg) {

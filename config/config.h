@@ -120,7 +120,8 @@ std::string_view version();
 // --- derived values the daemon uses ---------------------------------------------------------
 
 // The UDP addresses STUN binds: empty when STUN is off; cfg.stun_addrs when given; otherwise
-// derp_addr's IP with stun_port (as derper: "binds to the same IP as -a"). The RFC 5780 alternate
+// derp_addr's IP with stun_port (as derper: "binds to the same IP as -a"; a wildcard IPv4 -a such
+// as ":443" means both 0.0.0.0 and [::], as derper's dual-stack ":3478"). The RFC 5780 alternate
 // (cfg.stun_alt_addr) is not included.
 std::vector<Endpoint> effective_stun_addrs(const Config& cfg);
 

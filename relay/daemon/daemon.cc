@@ -45,11 +45,27 @@ int bind_udp(Endpoint& addr) {
   return *fd;
 }
 
+bool ipv6_available() {
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_any;
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
 // The STUN sites (one per address family), with addresses resolved, before any worker exists.
 std::vector<stun::ServerAddresses> stun_sites(const config::Config& cfg) {
   std::vector<stun::ServerAddresses> out;
   if (!cfg.stun_enabled) return out;
   for (const Endpoint& primary : config::effective_stun_addrs(cfg)) {
+    // A wildcard listener derived from -a covers IPv6 only where the host has IPv6 at all.
+    if (cfg.stun_addrs.empty() && !primary.addr.is_v4() && primary.addr.is_unspecified() && !ipv6_available()) {
+      spdlog::warn("no IPv6 on this host: STUN serves IPv4 only");
+      continue;
+    }
     stun::ServerAddresses a;
     a.ip[0] = primary.addr;
     a.port[0] = primary.port;

@@ -129,7 +129,7 @@ TEST(DerperCommandLines, IpHostnameOnCustomPorts) {
   EXPECT_EQ(c.http_port, -1);
   EXPECT_EQ(c.hostname, "203.0.113.5");
   EXPECT_TRUE(serves_tls(c));  // manual means TLS on any port, as derper
-  EXPECT_EQ(join(effective_stun_addrs(c)), "0.0.0.0:3479");
+  EXPECT_EQ(join(effective_stun_addrs(c)), "0.0.0.0:3479,[::]:3479");
   EXPECT_TRUE(c.unsupported.empty());
 }
 
