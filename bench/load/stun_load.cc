@@ -9,9 +9,9 @@
 //   [4..7]  slot index (socket * W + k): the slot holds the send timestamp and owning socket
 //   [8..11] sequence number (global, increasing): a late answer to a timed-out request no
 //           longer matches its slot
-// Every matched answer is validated (Binding success, XOR-MAPPED-ADDRESS == the socket's own
-// address, FINGERPRINT if present, optionally derper's exact form); latency goes into a
-// fixed-size histogram. Nothing on the per-packet path allocates.
+// Every matched answer is validated with the stun/ client parser (Binding success,
+// XOR-MAPPED-ADDRESS == the socket's own address, FINGERPRINT if present, optionally derper's
+// exact form); latency goes into a fixed-size histogram. Nothing on the per-packet path allocates.
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -164,7 +164,11 @@ void Loader::setup() {
   if (getrandom(nonce_.data(), nonce_.size(), 0) != static_cast<ssize_t>(nonce_.size())) {
     throw std::runtime_error(fmt::format("getrandom: {}", std::strerror(errno)));
   }
-  request_size_ = request_size(opt_.format);
+  {
+    std::array<std::byte, kMaxRequestSize> probe{};
+    request_size_ = build_request(opt_.format, TxId(), probe);
+    if (request_size_ == 0) throw std::runtime_error("cannot build a request of this format");
+  }
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::runtime_error(fmt::format("epoll_create1: {}", std::strerror(errno)));
 
@@ -217,11 +221,11 @@ void Loader::setup() {
 void Loader::issue(std::uint32_t slot_index) {
   Slot& slot = slots_[slot_index];
   slot.seq = next_seq_++;
-  TxId tx;
-  std::memcpy(tx.bytes.data(), nonce_.data(), 4);
-  store_be32(tx.bytes.data() + 4, slot_index);
-  store_be32(tx.bytes.data() + 8, slot.seq);
-  (void)build_request(opt_.format, tx, slot.request);
+  std::array<std::byte, TxId::kSize> id;
+  std::memcpy(id.data(), nonce_.data(), 4);
+  store_be32(id.data() + 4, slot_index);
+  store_be32(id.data() + 8, slot.seq);
+  (void)build_request(opt_.format, TxId::from_bytes(id), slot.request);
   socks_[slot.socket].pending.push_back(slot_index);
   ++counters_.issued;
 }
@@ -272,9 +276,10 @@ void Loader::on_datagram(std::uint32_t sock_index, Bytes data, bool truncated, s
     ++counters_.invalid[static_cast<std::size_t>(Verdict::kNotStun)];
     return;
   }
-  const std::uint32_t slot_index = load_be32(tx.bytes.data() + 4);
-  const std::uint32_t seq = load_be32(tx.bytes.data() + 8);
-  if (std::memcmp(tx.bytes.data(), nonce_.data(), 4) != 0 || slot_index >= slots_.size()) {
+  const std::byte* id = tx.id().data();
+  const std::uint32_t slot_index = load_be32(id + 4);
+  const std::uint32_t seq = load_be32(id + 8);
+  if (std::memcmp(id, nonce_.data(), 4) != 0 || slot_index >= slots_.size()) {
     ++counters_.unmatched;
     return;
   }

@@ -1,7 +1,10 @@
 // Fixtures: the Tailscale vectors come from Tailscale's own net/stun (v1.102.5) Request() and
 // Response() with transaction ID a0 a1 .. ab; the coturn vector is a real answer captured from
-// coturn 4.6.1 (turnserver -S) to that request sent from 127.0.0.1:40000.
+// coturn 4.6.1 (turnserver -S) to that request sent from 127.0.0.1:40000. The client-side helpers
+// run on the stun/ library, so these tests also check it against Tailscale's and coturn's bytes.
 #include "bench/load/stun_wire.h"
+
+#include "stun/builder.h"
 
 #include <gtest/gtest.h>
 
@@ -24,11 +27,12 @@ std::vector<std::byte> unhex(const std::string& s) {
   return out;
 }
 
-TxId test_txid() {
-  TxId tx;
-  for (std::size_t i = 0; i < tx.bytes.size(); ++i) tx.bytes[i] = static_cast<std::byte>(0xa0 + i);
-  return tx;
+std::array<std::byte, 12> test_id() {
+  std::array<std::byte, 12> id;
+  for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<std::byte>(0xa0 + i);
+  return id;
 }
+TxId test_txid() { return TxId::from_bytes(test_id()); }
 
 const std::string kTailscaleRequest = "000100142112a442a0a1a2a3a4a5a6a7a8a9aaab802200087461696c6e6f64658028000428a54bbb";
 const std::string kDerperResponseV4 = "0101000c2112a442a0a1a2a3a4a5a6a7a8a9aaab002000080001bd525e12a443";  // 127.0.0.1:40000
@@ -57,10 +61,10 @@ TEST(StunWire, OtherRequestFormats) {
 
   ASSERT_EQ(build_request(RequestFormat::kRfc8489, test_txid(), buf), 28u);
   EXPECT_EQ(load_be16(buf.data() + 2), 8u);
-  EXPECT_EQ(load_be16(buf.data() + 20), kAttrFingerprint);
-  EXPECT_EQ(load_be32(buf.data() + 24), fingerprint(Bytes(buf.data(), 20)));
+  EXPECT_EQ(load_be16(buf.data() + 20), 0x8028u);  // FINGERPRINT
   // Not a tailnode request: derper (and udp_echo_stun) ignore it.
-  EXPECT_FALSE(parse_tailnode_request(Bytes(buf.data(), 28), tx));
+  std::array<std::byte, 12> id{};
+  EXPECT_FALSE(parse_tailnode_request(Bytes(buf.data(), 28), id));
 
   std::array<std::byte, 39> small{};
   EXPECT_EQ(build_request(RequestFormat::kTailscale, test_txid(), small), 0u);
@@ -68,18 +72,32 @@ TEST(StunWire, OtherRequestFormats) {
 
 TEST(StunWire, ParsesTailnodeRequestLikeDerper) {
   const auto req = unhex(kTailscaleRequest);
-  TxId tx;
+  std::array<std::byte, 12> tx{};
   ASSERT_TRUE(parse_tailnode_request(req, tx));
-  EXPECT_EQ(tx, test_txid());
+  EXPECT_EQ(tx, test_id());
 
   auto bad_fp = req;
   bad_fp.back() ^= std::byte{1};
   EXPECT_FALSE(parse_tailnode_request(bad_fp, tx));
 
-  auto wrong_software = req;
-  wrong_software[24] = std::byte{'T'};  // "Tailnode": fingerprint recomputed so only SOFTWARE differs
-  store_be32(wrong_software.data() + 36, fingerprint(Bytes(wrong_software.data(), 32)));
-  EXPECT_FALSE(parse_tailnode_request(wrong_software, tx));
+  // Same shape with a correct fingerprint: only the SOFTWARE value decides.
+  for (std::string_view software : {"tailnode", "Tailnode", "tailnod", "tailnode2"}) {
+    std::array<std::byte, 64> buf{};
+    stun::MessageBuilder b(buf, stun::MessageType::kBindingRequest, test_txid());
+    b.add_software(software);
+    b.add_fingerprint();
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(parse_tailnode_request(Bytes(buf.data(), b.size()), tx), software == "tailnode") << software;
+  }
+  // Fingerprint present but not last.
+  {
+    std::array<std::byte, 64> buf{};
+    stun::MessageBuilder b(buf, stun::MessageType::kBindingRequest, test_txid());
+    b.add_software("tailnode");
+    b.add_fingerprint();
+    b.add_software("x");
+    EXPECT_FALSE(parse_tailnode_request(Bytes(buf.data(), b.size()), tx));
+  }
 
   auto not_request = req;
   not_request[1] = std::byte{0x11};
@@ -97,12 +115,12 @@ TEST(StunWire, ParsesTailnodeRequestLikeDerper) {
 
 TEST(StunWire, DerperResponseIsByteExact) {
   std::array<std::byte, kMaxDerperResponseSize> buf{};
-  std::size_t n = build_derper_response(test_txid(), ep("127.0.0.1:40000"), buf);
+  std::size_t n = build_derper_response(test_id(), ep("127.0.0.1:40000"), buf);
   EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n)), unhex(kDerperResponseV4));
-  n = build_derper_response(test_txid(), ep("[::1]:40000"), buf);
+  n = build_derper_response(test_id(), ep("[::1]:40000"), buf);
   EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n)), unhex(kDerperResponseV6));
   std::array<std::byte, 31> small{};
-  EXPECT_EQ(build_derper_response(test_txid(), ep("127.0.0.1:1"), small), 0u);
+  EXPECT_EQ(build_derper_response(test_id(), ep("127.0.0.1:1"), small), 0u);
 }
 
 TEST(StunWire, AcceptsValidResponses) {
@@ -145,14 +163,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"request echoed", kTailscaleRequest, "127.0.0.1:40000", false, Verdict::kNotSuccess},
         BadCase{"no cookie", with_byte(kDerperResponseV4, 4, "00"), "127.0.0.1:40000", false, Verdict::kNotStun},
         BadCase{"truncated header", kDerperResponseV4.substr(0, 30), "127.0.0.1:40000", false, Verdict::kNotStun},
-        BadCase{"length too long", with_byte(kDerperResponseV4, 3, "10"), "127.0.0.1:40000", false, Verdict::kBadLength},
-        BadCase{"length not /4", with_byte(kDerperResponseV4, 3, "0b"), "127.0.0.1:40000", false, Verdict::kBadLength},
+        BadCase{"length too long", with_byte(kDerperResponseV4, 3, "10"), "127.0.0.1:40000", false, Verdict::kMalformed},
+        BadCase{"length not /4", with_byte(kDerperResponseV4, 3, "0b"), "127.0.0.1:40000", false, Verdict::kMalformed},
         BadCase{"attr overrun", with_byte(kDerperResponseV4, 23, "0c"), "127.0.0.1:40000", false,
-                Verdict::kMalformedAttrs},
-        BadCase{"no xor-mapped", with_byte(kDerperResponseV4, 21, "01"), "127.0.0.1:40000", false,
-                Verdict::kNoMappedAddress},
+                Verdict::kMalformed},
+        BadCase{"only 0x8020", with_byte(kDerperResponseV4, 20, "80"), "127.0.0.1:40000", false,
+                Verdict::kNoXorMappedAddress},
+        BadCase{"only mapped-address", with_byte(kDerperResponseV4, 21, "01"), "127.0.0.1:40000", false,
+                Verdict::kNoXorMappedAddress},
         BadCase{"header only", "010100002112a442a0a1a2a3a4a5a6a7a8a9aaab", "127.0.0.1:40000", false,
-                Verdict::kNoMappedAddress}),
+                Verdict::kNoXorMappedAddress}),
     [](const ::testing::TestParamInfo<BadCase>& param_info) {
       std::string n = param_info.param.name;
       for (auto& ch : n)
@@ -167,16 +187,18 @@ TEST(StunWire, PacketPathsDoNotAllocate) {
   std::array<std::byte, kMaxRequestSize> out{};
   std::array<std::byte, kMaxDerperResponseSize> reply{};
   const std::size_t before = allocation_count();
-  TxId tx;
+  std::array<std::byte, 12> tx{};
   int ok = 0;
   for (int i = 0; i < 100; ++i) {
     ok += build_request(RequestFormat::kTailscale, test_txid(), out) == 40;
     ok += parse_tailnode_request(req, tx);
     ok += build_derper_response(tx, self, reply) != 0;
+    TxId peeked;
+    ok += peek_txid(resp, peeked) && peeked == test_txid();
     ok += check_response(resp, self, {false}) == Verdict::kOk;
   }
   EXPECT_EQ(allocation_count(), before);
-  EXPECT_EQ(ok, 400);
+  EXPECT_EQ(ok, 500);
 }
 
 }  // namespace

@@ -101,14 +101,14 @@ int serve(const Endpoint& listen, unsigned batch, int rcvbuf, unsigned max_secon
       ++st.received;
       const auto& h = rmsgs[i].msg_hdr;
       const auto remote = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&names[i]), h.msg_namelen);
-      TxId tx;
+      std::array<std::byte, 12> id;
       const std::size_t len = std::min<std::size_t>(rmsgs[i].msg_len, kRecvBufSize);
       if ((h.msg_flags & MSG_TRUNC) != 0 || !remote ||
-          !parse_tailnode_request(Bytes(rbufs.data() + i * kRecvBufSize, len), tx)) {
+          !parse_tailnode_request(Bytes(rbufs.data() + i * kRecvBufSize, len), id)) {
         ++st.ignored;
         continue;
       }
-      const std::size_t size = build_derper_response(tx, *remote, sbufs[out]);
+      const std::size_t size = build_derper_response(id, *remote, sbufs[out]);
       siovs[out] = {sbufs[out].data(), size};
       smsgs[out].msg_hdr = {};
       smsgs[out].msg_hdr.msg_name = &names[i];
