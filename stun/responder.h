@@ -91,9 +91,9 @@ struct Reply {
 };
 
 // Builds the answer to `req` into `out` (at least kMaxResponseSize bytes). Never allocates,
-// never reads outside `req.datagram`. reply.size == 0 whenever the result is kNotStun,
-// kMalformed or kIgnored. An IPv4 remote is answered with address family 1 (Endpoint has already
-// unmapped ::ffff:a.b.c.d).
+// never reads outside `req.datagram`; `out` must not overlap it. reply.size == 0 whenever the
+// result is kNotStun, kMalformed or kIgnored. An IPv4 remote is answered with address family 1
+// (Endpoint has already unmapped ::ffff:a.b.c.d).
 Disposition respond(const Request& req, const ServerAddresses& server, std::span<std::byte> out, Reply& reply);
 
 }  // namespace derpd::stun
