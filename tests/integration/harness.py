@@ -48,9 +48,9 @@ class Daemon:
         """Every 'udp IP:PORT' the daemon said it listens on, as (ip, port) tuples."""
         out = []
         for line in self.lines:
-            m = re.search(r"stun listening on udp \[?([0-9a-fA-F:.]+?)\]?:(\d+)", line)
+            m = re.search(r"stun listening on udp (?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d+)", line)
             if m:
-                out.append((m.group(1), int(m.group(2))))
+                out.append((m.group(1) or m.group(2), int(m.group(3))))
         return out
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):

@@ -178,7 +178,7 @@ TEST(DevMode, EmbeddedDevYamlThroughLoad) {
 // ---------------------------------------------------------------------------------------------
 // Derived values.
 TEST(EffectiveStunAddrs, DerivedFromAddrLikeDerper) {
-  EXPECT_EQ(join(effective_stun_addrs(load_args({}).config)), "0.0.0.0:3478");
+  EXPECT_EQ(join(effective_stun_addrs(load_args({}).config)), "0.0.0.0:3478,[::]:3478");
   EXPECT_EQ(join(effective_stun_addrs(load_args({"-a", "192.0.2.1:443", "-stun-port", "3479"}).config)),
             "192.0.2.1:3479");
   EXPECT_EQ(join(effective_stun_addrs(load_args({"-a", "[2001:db8::1]:443"}).config)), "[2001:db8::1]:3478");

@@ -273,7 +273,7 @@ TEST(Examples, ProductionExampleLoads) {
   EXPECT_EQ(c.derp_addr.to_string(), "0.0.0.0:443");
   EXPECT_EQ(c.http_port, 80);
   EXPECT_TRUE(c.stun_enabled);
-  EXPECT_EQ(join(effective_stun_addrs(c)), "0.0.0.0:3478");
+  EXPECT_EQ(join(effective_stun_addrs(c)), "0.0.0.0:3478,[::]:3478");
   EXPECT_EQ(c.metrics_addr.to_string(), "127.0.0.1:9100");
   EXPECT_TRUE(c.metrics_addr.addr.is_loopback());
   EXPECT_FALSE(c.dev);
