@@ -408,6 +408,7 @@ void TcpConnection::drained() {
   staging_.free();
   if (state_ == State::kFlushing) {
     close();
+    sink_.on_closed(*this);
     return;
   }
   sink_.on_drained(*this);

@@ -60,6 +60,9 @@ class StreamSink {
   virtual void on_error(TcpConnection& c, TcpError e, int err) = 0;
   // The send queue went empty: everything written has been handed to the kernel's socket buffer.
   virtual void on_drained(TcpConnection& /*c*/) {}
+  // close_after_flush() finished: the queue drained and the connection is now closed. Not called
+  // when close_after_flush() found nothing queued and closed at once (is_open() tells the caller).
+  virtual void on_closed(TcpConnection& /*c*/) {}
 
  protected:
   ~StreamSink() = default;
@@ -123,11 +126,13 @@ class TcpConnection final : public Handler {
 
   // Abortive close: queued bytes are dropped, no callback follows. Idempotent.
   void close();
-  // Stops reading and closes once every queued byte is with the kernel (or on error / timeout,
-  // reported as usual). Later writes are refused.
+  // Stops reading and closes once every queued byte is with the kernel, then reports on_closed()
+  // (errors and timeouts before that are reported as usual). Later writes are refused.
   void close_after_flush();
 
+  // Open: reading and writing. Neither open nor closed: flushing after close_after_flush().
   bool is_open() const { return state_ == State::kOpen; }
+  bool is_closed() const { return state_ == State::kClosed || state_ == State::kDetached; }
   int fd() const { return fd_; }
   const TcpConnectionStats& stats() const { return stats_; }
   // The loop slot, for tests and logs.

@@ -35,6 +35,7 @@ struct Sink final : StreamSink {
   int chunks = 0;
   int peer_closed = 0;
   int drained = 0;
+  int closed = 0;
   std::vector<TcpError> errors;
   // Optional reactions, to exercise re-entrancy.
   bool close_on_data = false;
@@ -53,6 +54,7 @@ struct Sink final : StreamSink {
     if (release_on_error != nullptr) release_on_error->reset();
   }
   void on_drained(TcpConnection&) override { ++drained; }
+  void on_closed(TcpConnection&) override { ++closed; }
 };
 
 struct AcceptRecorder final : AcceptSink {
@@ -518,10 +520,19 @@ TEST_F(Fixture, CloseAfterFlushSendsEverythingThenCloses) {
   ASSERT_EQ(count(Submitted::kSend), 1u);
   EXPECT_EQ(sent_bytes(last(Submitted::kSend)), "response");
   EXPECT_TRUE(fd_is_open(fd));
+  EXPECT_EQ(sink.closed, 0);
   ring.complete(last(Submitted::kSend).ud, 8);
   loop.run_once(0ns);
   EXPECT_FALSE(fd_is_open(fd));
+  EXPECT_EQ(sink.closed, 1);
+  EXPECT_EQ(sink.drained, 0);
   EXPECT_TRUE(sink.errors.empty());
+
+  // Nothing queued: closes at once, and the caller sees it without a callback.
+  auto d = TcpConnection::open(ctx, tcp_fd(), sink);
+  d->close_after_flush();
+  EXPECT_FALSE(d->is_open());
+  EXPECT_EQ(sink.closed, 1);
 }
 
 TEST_F(Fixture, IdleTimeoutClosesAQuietConnectionButActivityPostponesIt) {

@@ -269,7 +269,12 @@ TEST_F(KernelFixture, ConnectionsOverTheLimitAreRefusedCleanly) {
   int b = connect_to(bound);
   ASSERT_TRUE(run_until([&] { return listener.counters().refused.get() == 1; }));
   char buf[8];
-  EXPECT_LE(recv(b, buf, sizeof buf, 0), 0) << "the refused client sees the connection end";
+  ssize_t r = -1;
+  for (int i = 0; i < 100; ++i) {  // io_uring task work on this thread can interrupt a timed recv
+    r = recv(b, buf, sizeof buf, 0);
+    if (r >= 0 || errno != EINTR) break;
+  }
+  EXPECT_TRUE(r == 0 || (r < 0 && errno == ECONNRESET)) << "the refused client sees the connection end: " << r;
   ASSERT_EQ(send(a, "ok", 2, MSG_NOSIGNAL), 2);
   std::string got;
   std::thread reader([&] { read_exactly(a, got, 2); });
