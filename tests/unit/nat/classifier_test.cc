@@ -38,7 +38,8 @@ std::vector<sim::Server> servers(Family f, Servers s, Quirk q = Quirk::kHonest) 
     case Servers::kRfc5780:
       return {sim::rfc5780_server(f, q)};
     case Servers::kTwoSingle:
-      return {sim::single_ip_server(f, 1, 3478, q), sim::single_ip_server(f, 2)};
+      return {sim::single_ip_server(f, 1, 3478, q),
+              sim::single_ip_server(f, 2, 3478, q == Quirk::kRealResponder ? q : Quirk::kHonest)};
     case Servers::kTwoPortsOneIp:
       return {sim::single_ip_server(f, 1, 3478, q), sim::single_ip_server(f, 1, 3479), sim::single_ip_server(f, 2)};
     case Servers::kOneSingle:
@@ -172,6 +173,25 @@ std::vector<Case> ground_truth() {
   c.push_back({"mapped_wrong_family_one_of_two",
                world({nat(Map::kEim, Filt::kApdf)}, Servers::kTwoSingle, Quirk::kWrongFamilyMapped),
                {true, kUnk, kUnk, false, O::kUnknown, D::kUnknown, P::kYes, {A::kMappedWrongFamily}}});
+
+  // --- derpd's own responder as the server, through the real STUN codec both ways. ---
+  const Quirk real = Quirk::kRealResponder;
+  c.push_back({"derpd_no_nat", world({}, Servers::kRfc5780, real),
+               {true, kNone, kNone, false, O::kOpenInternet, D::kEasy, P::kYes, {}}});
+  c.push_back({"derpd_eim_eif", world({nat(Map::kEim, Filt::kEif)}, Servers::kRfc5780, real),
+               {true, kEI, kEI, false, O::kFullCone, D::kEasy, P::kYes, {}}});
+  c.push_back({"derpd_eim_adf", world({nat(Map::kEim, Filt::kAdf)}, Servers::kRfc5780, real),
+               {true, kEI, kAD, false, O::kRestrictedCone, D::kEasy, P::kYes, {}}});
+  c.push_back({"derpd_eim_apdf", world({nat(Map::kEim, Filt::kApdf)}, Servers::kRfc5780, real),
+               {true, kEI, kAPD, false, O::kPortRestrictedCone, D::kEasy, P::kYes, {}}});
+  c.push_back({"derpd_adm_apdf", world({nat(Map::kAdm, Filt::kApdf)}, Servers::kRfc5780, real),
+               {true, kAD, kAPD, true, O::kSymmetric, D::kHard, P::kNo, {}}});
+  c.push_back({"derpd_apdm_apdf", world({nat(Map::kApdm, Filt::kApdf)}, Servers::kRfc5780, real),
+               {true, kAPD, kUnk, true, O::kSymmetric, D::kHard, P::kNo, {}}});
+  c.push_back({"derpd_firewall_apdf", world({firewall(Filt::kApdf)}, Servers::kRfc5780, real),
+               {true, kNone, kAPD, false, O::kFirewall, D::kEasy, P::kYes, {}}});
+  c.push_back({"derpd_single_ip_apdm", world({nat(Map::kApdm, Filt::kApdf)}, Servers::kTwoSingle, real),
+               {true, kUnk, kUnk, true, O::kSymmetric, D::kHard, P::kNo, {}}});
   return c;
 }
 

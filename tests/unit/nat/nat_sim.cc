@@ -1,6 +1,10 @@
 #include "tests/unit/nat/nat_sim.h"
 
 #include <algorithm>
+#include <array>
+
+#include "client/nat/stun_observe.h"
+#include "stun/responder.h"
 
 namespace derpd::nat::sim {
 
@@ -25,6 +29,10 @@ Endpoint flip(const Server& s, const Endpoint& at, ChangeFlags f) {
 }
 
 struct ServerReply {
+  // kRealResponder: the response datagram and the request's transaction id; the fields below
+  // are then unused except `from`.
+  std::vector<std::byte> datagram;
+  stun::TxId txid;
   bool error = false;
   Endpoint from;  // where the packet leaves
   std::optional<Endpoint> mapped;
@@ -38,6 +46,7 @@ class ServerSim {
 
   std::optional<ServerReply> handle(const Endpoint& client, const Endpoint& at, ChangeFlags change, Family fam) {
     if (!listens_on(s_, at)) return std::nullopt;
+    if (s_.quirk == Quirk::kRealResponder) return real(client, at, change);
     ++replies_;
     ServerReply r;
     r.from = at;
@@ -78,6 +87,35 @@ class ServerSim {
     return r;
   }
 
+  std::optional<ServerReply> real(const Endpoint& client, const Endpoint& at, ChangeFlags change) {
+    stun::ServerAddresses addrs;
+    addrs.ip[0] = s_.primary.addr;
+    addrs.port[0] = s_.primary.port;
+    if (s_.alt) {
+      addrs.ip[1] = s_.alt->addr;
+      addrs.port[1] = s_.alt->port;
+      addrs.has_alternate = true;
+    }
+    ServerReply r;
+    r.txid = stun::new_txid();
+    std::array<std::byte, 256> request{};
+    const std::size_t n = build_test_request(r.txid, change, request);
+    if (n == 0) return std::nullopt;
+    stun::Request req;
+    req.datagram = Bytes(request.data(), n);
+    req.remote = client;
+    req.local = at;
+    req.received_on = stun::SocketIndex{static_cast<std::uint8_t>(at.addr == s_.primary.addr ? 0 : 1),
+                                        static_cast<std::uint8_t>(at.port == s_.primary.port ? 0 : 1)};
+    std::array<std::byte, stun::kMaxResponseSize> out{};
+    stun::Reply reply;
+    stun::respond(req, addrs, out, reply);
+    if (reply.size == 0 || reply.destination != client) return std::nullopt;
+    r.from = Endpoint{addrs.ip[reply.send_from.ip & 1], addrs.port[reply.send_from.port & 1]};
+    r.datagram.assign(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(reply.size));
+    return r;
+  }
+
   static IpAddr bogus_alt_ip(Family f) { return f == Family::V4 ? ip("203.0.113.99") : ip("2001:db8:99::99"); }
 
  private:
@@ -108,13 +146,19 @@ class NetworkSim {
     std::optional<Endpoint> to = src;
     for (auto it = nats_.rbegin(); it != nats_.rend() && to; ++it) to = it->inbound(reply->from, *to);
     if (!to) return t;  // filtered
+    const auto rtt = std::chrono::microseconds(20000 + 1000 * static_cast<int>(server));
+    if (!reply->datagram.empty()) {
+      auto st = record_response(t, reply->txid, reply->datagram, reply->from, rtt);
+      if (!st.ok()) t.outcome = Outcome::kTimeout;  // an unreadable answer is no answer
+      return t;
+    }
     t.outcome = reply->error ? Outcome::kErrorReply : Outcome::kReply;
     t.error_code = reply->error ? 420 : 0;
     t.mapped = reply->mapped;
     t.response_origin = reply->origin;
     t.other_address = reply->other;
     t.source = reply->from;
-    t.rtt = std::chrono::microseconds(20000 + 1000 * static_cast<int>(server));
+    t.rtt = rtt;
     return t;
   }
 

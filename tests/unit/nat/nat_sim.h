@@ -61,6 +61,9 @@ enum class Quirk : std::uint8_t {
   kOtherNowhere,         // single-IP server advertising an alternate nobody listens on; ignores changes
   kOtherChanges,         // honest, but OTHER-ADDRESS moves to another port after the first reply
   kWrongFamilyMapped,    // mapped address of the other family
+  kRealResponder,        // derpd's own responder (stun/responder.h) answers, through the real
+                         // codec both ways: request bytes built by build_test_request(), reply
+                         // bytes read by record_response() (client/nat/stun_observe.h)
 };
 
 struct Server {
