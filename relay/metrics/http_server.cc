@@ -171,8 +171,9 @@ void MetricsThread::stop() {
 
 void MetricsThread::main(int fd, std::promise<std::string> ready) {
   // The ring is made here: a SINGLE_ISSUER ring belongs to the thread that creates it.
-  std::unique_ptr<io::UringRing> ring;
+  // Declared before the ring so they outlive it: the kernel must be gone before the buffers.
   std::unique_ptr<io::BufRing> buffers;
+  std::unique_ptr<io::UringRing> ring;
   try {
     ring = std::make_unique<io::UringRing>(io::RingOptions{256, 1024, true});
     buffers = std::make_unique<io::BufRing>(0, 64, 4096);

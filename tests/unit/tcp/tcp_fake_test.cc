@@ -409,6 +409,11 @@ TEST_F(Fixture, BrokenPipeOnSendIsReportedOnce) {
   EXPECT_EQ(sink.errors, (std::vector<TcpError>{TcpError::kBrokenPipe}));
 }
 
+TEST(TcpConnectionSize, AnIdleConnectionIsSmall) {
+  // The per-connection budget is 8 KiB including TLS; the socket layer's share is this object.
+  EXPECT_LE(sizeof(TcpConnection), 256u);
+}
+
 TEST_F(Fixture, SendMemoryIsAllocatedLazilyAndFreedWhenDrained) {
   auto c = TcpConnection::open(ctx, tcp_fd(), sink);
   EXPECT_EQ(c->send_buffer_bytes(), 0u) << "an idle connection holds no send memory";
