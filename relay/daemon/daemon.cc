@@ -18,6 +18,9 @@
 #include "relay/daemon/worker.h"
 #include "relay/io/probe.h"
 #include "relay/io/udp_socket.h"
+#include "relay/metrics/exposition.h"
+#include "relay/metrics/http_server.h"
+#include "relay/metrics/stun_metrics.h"
 
 namespace derpd::daemon {
 
@@ -138,6 +141,30 @@ int run(const config::Config& cfg) {
     spdlog::error("{}", e.what());
     return 1;
   }
+  // /metrics: summed from the workers' counters at scrape time, served on its own thread.
+  auto stun_metrics = std::make_shared<metrics::StunMetrics>();
+  for (auto& c : counters) {
+    const StunCounters* sc = c.get();
+    stun_metrics->add_source([sc](metrics::StunTotals& t) {
+      for (std::size_t d = 0; d < t.disposition.size(); ++d) t.disposition[d] += sc->disposition[d].get();
+      t.ipv4 += sc->ipv4.get();
+      t.ipv6 += sc->ipv6.get();
+      t.read_error += sc->udp.recv_errors.get() + sc->udp.truncated.get();
+      t.write_error += sc->udp.send_errors.get();
+      t.send_dropped += sc->udp.send_busy.get();
+    });
+  }
+  metrics::Exposition exposition;
+  exposition.add(stun_metrics);
+  metrics::MetricsThread metrics_thread(exposition);
+  if (cfg.metrics_addr.port != 0) {
+    if (std::string err = metrics_thread.start(cfg.metrics_addr); !err.empty()) {
+      spdlog::error("cannot serve metrics on {}: {}", cfg.metrics_addr.to_string(), err);
+      return 1;
+    }
+    spdlog::info("metrics listening on http://{}/metrics", metrics_thread.bound().to_string());
+  }
+
   for (auto& w : workers) {
     std::string err = w->start();
     if (!err.empty()) {
@@ -169,21 +196,13 @@ int run(const config::Config& cfg) {
   sd_notify(0, "STOPPING=1");
   for (auto& w : workers) w->stop();
 
-  std::uint64_t disp[static_cast<std::size_t>(stun::Disposition::kCount)] = {};
-  std::uint64_t received = 0, sent = 0, send_errors = 0, truncated = 0, dropped = 0;
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    for (std::size_t d = 0; d < std::size(disp); ++d) disp[d] += counters[i]->disposition[d].load();
-    dropped += counters[i]->send_dropped.load();
-    received += workers[i]->udp_totals().received;
-    sent += workers[i]->udp_totals().sent;
-    send_errors += workers[i]->udp_totals().send_errors;
-    truncated += workers[i]->udp_totals().truncated;
-  }
+  metrics::StunTotals t = stun_metrics->totals();
   std::string by;
-  for (std::size_t d = 0; d < std::size(disp); ++d)
-    by += fmt::format(" {}={}", stun::to_string(static_cast<stun::Disposition>(d)), disp[d]);
-  spdlog::info("stun totals: received={} sent={} send_errors={} truncated={} send_dropped={}{}", received, sent,
-               send_errors, truncated, dropped, by);
+  for (std::size_t d = 0; d < t.disposition.size(); ++d)
+    by += fmt::format(" {}={}", stun::to_string(static_cast<stun::Disposition>(d)), t.disposition[d]);
+  spdlog::info("stun totals:{} read_error={} write_error={} send_dropped={} ipv4={} ipv6={}", by, t.read_error,
+               t.write_error, t.send_dropped, t.ipv4, t.ipv6);
+  metrics_thread.stop();
   return 0;
 }
 

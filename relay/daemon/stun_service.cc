@@ -19,20 +19,17 @@ void StunService::on_datagram(io::UdpSocket& sock, Bytes payload, const Endpoint
   const StunSite& site = sites_[tag >> 2];
   const stun::SocketIndex received_on{static_cast<std::uint8_t>((tag >> 1) & 1), static_cast<std::uint8_t>(tag & 1)};
 
-  counters_.add(from.addr.is_v4() ? counters_.ipv4 : counters_.ipv6);
+  (from.addr.is_v4() ? counters_.ipv4 : counters_.ipv6).inc();
   stun::Request req{payload, from, local, received_on};
   stun::Reply reply;
   stun::Disposition d = stun::respond(req, site.addrs, scratch_, reply);
-  counters_.add(counters_.disposition[static_cast<std::size_t>(d)]);
+  counters_.disposition[static_cast<std::size_t>(d)].inc();
   if (reply.size == 0 || reply.size > sizeof scratch_) return;
 
   io::UdpSocket* out = site.sockets[reply.send_from.ip & 1][reply.send_from.port & 1];
   if (out == nullptr) return;  // the responder never picks a socket that does not exist
   io::UdpSocket::SendSlot* slot = out->acquire();
-  if (slot == nullptr) {
-    counters_.add(counters_.send_dropped);
-    return;
-  }
+  if (slot == nullptr) return;  // counted by the socket (send_busy)
   std::memcpy(slot->payload, scratch_, reply.size);
   // On a wildcard socket answer from the address that was asked (for a change-IP reply, from the
   // alternate IP the responder chose).

@@ -7,23 +7,22 @@
 #pragma once
 
 #include <array>
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "relay/base/counter.h"
 #include "relay/io/udp_socket.h"
 #include "stun/responder.h"
 
 namespace derpd::daemon {
 
+// One worker's STUN statistics; outlives the worker so /metrics can read it at any time.
 struct StunCounters {
-  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(stun::Disposition::kCount)> disposition{};
-  std::atomic<std::uint64_t> ipv4{0};
-  std::atomic<std::uint64_t> ipv6{0};
-  std::atomic<std::uint64_t> send_dropped{0};  // no free send slot on the chosen socket
-
-  void add(std::atomic<std::uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  std::array<RelaxedCounter, static_cast<std::size_t>(stun::Disposition::kCount)> disposition{};
+  RelaxedCounter ipv4;
+  RelaxedCounter ipv6;
+  io::UdpStats udp;  // shared by the worker's STUN sockets (send_busy: reply dropped, no free slot)
 };
 
 // One family's sockets: sockets[ip][port]; [1][*] and [*][1] are null without an alternate.

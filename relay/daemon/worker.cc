@@ -62,7 +62,7 @@ void Worker::main(std::promise<std::string> ready) {
         for (int port = 0; port < 2; ++port) {
           if (plan.fds[ip][port] < 0) continue;
           sockets.push_back(std::make_unique<io::UdpSocket>(loop, plan.fds[ip][port], plan.bound[ip][port],
-                                                            stun_buffers, stun));
+                                                            stun_buffers, stun, counters_.udp));
           plan.fds[ip][port] = -1;  // the socket owns it now
           site.sockets[ip][port] = sockets.back().get();
         }
@@ -76,15 +76,6 @@ void Worker::main(std::promise<std::string> ready) {
     loop_.store(nullptr, std::memory_order_release);
 
     for (auto& s : sockets) {
-      const io::UdpStats& st = s->stats();
-      udp_totals_.received += st.received;
-      udp_totals_.truncated += st.truncated;
-      udp_totals_.recv_errors += st.recv_errors;
-      udp_totals_.no_buffers += st.no_buffers;
-      udp_totals_.rearms += st.rearms;
-      udp_totals_.sent += st.sent;
-      udp_totals_.send_errors += st.send_errors;
-      udp_totals_.send_busy += st.send_busy;
       s->close();
     }
     loop_totals_ = loop.stats();

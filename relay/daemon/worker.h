@@ -43,8 +43,7 @@ class Worker {
   void stop();
 
   unsigned index() const { return plan_.index; }
-  // Totals of this worker's UDP sockets, valid after stop().
-  const io::UdpStats& udp_totals() const { return udp_totals_; }
+  // The loop's own statistics, valid after stop().
   const io::LoopStats& loop_totals() const { return loop_totals_; }
 
  private:
@@ -54,7 +53,6 @@ class Worker {
   StunCounters& counters_;
   std::thread thread_;
   std::atomic<io::Loop*> loop_{nullptr};
-  io::UdpStats udp_totals_;
   io::LoopStats loop_totals_;
 };
 

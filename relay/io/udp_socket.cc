@@ -51,13 +51,14 @@ Result<int, UdpOpenError> open_udp_socket(const Endpoint& addr, int& errno_out) 
 }
 
 UdpSocket::UdpSocket(Loop& loop, int fd, const Endpoint& bound, BufRing& buffers, DatagramSink& sink,
-                     std::uint16_t send_slots)
+                     UdpStats& stats, std::uint16_t send_slots)
     : loop_(loop),
       fd_(fd),
       bound_(bound),
       buffers_(buffers),
       sink_(sink),
       slot_(loop.attach(this)),
+      stats_(stats),
       send_slots_(new SendSlot[send_slots]),
       send_count_(send_slots),
       free_head_(0) {
@@ -82,15 +83,16 @@ void UdpSocket::arm_recv() {
 void UdpSocket::close() {
   if (closed_) return;
   closed_ = true;
+  // Cancel by user_data, not by fd: once closed, the fd number can belong to a new socket at once.
+  loop_.ring().prep_cancel(loop_.user_data(slot_, kOpRecv), kIgnoredUserData);
   loop_.detach(slot_);  // in-flight completions now arrive stale and are dropped
-  loop_.ring().prep_cancel_fd(fd_, kIgnoredUserData);
   ::close(fd_);
   fd_ = -1;
 }
 
 UdpSocket::SendSlot* UdpSocket::acquire() {
   if (free_head_ == kNone) {
-    ++stats_.send_busy;
+    stats_.send_busy.inc();
     return nullptr;
   }
   SendSlot* s = &send_slots_[free_head_];
@@ -136,7 +138,7 @@ void UdpSocket::send(SendSlot* s, std::size_t len, const Endpoint& to, const IpA
     }
   }
   if (!loop_.ring().prep_sendmsg(fd_, &s->msg, 0, loop_.user_data(slot_, kOpSend, s->index))) {
-    ++stats_.send_errors;
+    stats_.send_errors.inc();
     release(s);
   }
 }
@@ -149,9 +151,9 @@ void UdpSocket::on_completion(const UserData& ud, const Completion& c) {
   if (ud.op == kOpSend) {
     if (ud.aux >= send_count_) return;
     if (c.res < 0)
-      ++stats_.send_errors;
+      stats_.send_errors.inc();
     else
-      ++stats_.sent;
+      stats_.sent.inc();
     release(&send_slots_[ud.aux]);
   }
 }
@@ -160,9 +162,9 @@ void UdpSocket::on_recv(const Completion& c) {
   const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
   if (c.res < 0) {
     if (c.res == -ENOBUFS) {
-      ++stats_.no_buffers;  // buffers come back as the sink finishes with them; re-arm below
+      stats_.no_buffers.inc();  // buffers come back as the sink finishes with them; re-arm below
     } else if (c.res != -ECANCELED) {
-      ++stats_.recv_errors;
+      stats_.recv_errors.inc();
     }
   } else if (completion_has_buffer(c.flags)) {
     std::uint16_t bid = completion_buffer_id(c.flags);
@@ -171,11 +173,11 @@ void UdpSocket::on_recv(const Completion& c) {
     msghdr tmpl = recv_tmpl_;
     io_uring_recvmsg_out* out = io_uring_recvmsg_validate(buf.data(), c.res, &tmpl);
     if (out == nullptr) {
-      ++stats_.recv_errors;
+      stats_.recv_errors.inc();
     } else if ((out->flags & MSG_TRUNC) != 0) {
-      ++stats_.truncated;
+      stats_.truncated.inc();
     } else {
-      ++stats_.received;
+      stats_.received.inc();
       auto from = Endpoint::from_sockaddr(static_cast<const sockaddr*>(io_uring_recvmsg_name(out)),
                                           std::min<socklen_t>(out->namelen, kNameLen));
       Endpoint local = bound_;
@@ -204,14 +206,14 @@ void UdpSocket::on_recv(const Completion& c) {
         std::size_t len = io_uring_recvmsg_payload_length(out, c.res, &tmpl);
         sink_.on_datagram(*this, Bytes(payload, len), *from, local);
       } else {
-        ++stats_.recv_errors;
+        stats_.recv_errors.inc();
       }
     }
     buffers_.recycle(bid);
     buffers_.publish();
   }
   if (!more && !closed_) {
-    ++stats_.rearms;
+    stats_.rearms.inc();
     arm_recv();
   }
 }

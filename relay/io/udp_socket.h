@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "relay/base/bytes.h"
+#include "relay/base/counter.h"
 #include "relay/base/endpoint.h"
 #include "relay/base/result.h"
 #include "relay/io/buf_ring.h"
@@ -39,15 +40,17 @@ class DatagramSink {
   ~DatagramSink() = default;
 };
 
+// Written by the worker thread only; readable from any thread (metrics). Several sockets of one
+// service may share one UdpStats.
 struct UdpStats {
-  std::uint64_t received = 0;
-  std::uint64_t truncated = 0;   // larger than a receive buffer: dropped
-  std::uint64_t recv_errors = 0;
-  std::uint64_t no_buffers = 0;  // -ENOBUFS: the kernel ran out of provided buffers
-  std::uint64_t rearms = 0;
-  std::uint64_t sent = 0;
-  std::uint64_t send_errors = 0;
-  std::uint64_t send_busy = 0;   // every send slot in flight: reply dropped
+  RelaxedCounter received;
+  RelaxedCounter truncated;    // larger than a receive buffer: dropped
+  RelaxedCounter recv_errors;
+  RelaxedCounter no_buffers;   // -ENOBUFS: the kernel ran out of provided buffers
+  RelaxedCounter rearms;
+  RelaxedCounter sent;
+  RelaxedCounter send_errors;
+  RelaxedCounter send_busy;    // every send slot in flight: reply dropped
 };
 
 enum class UdpOpenError : std::uint8_t { kSocket, kBind, kOption };
@@ -72,7 +75,8 @@ class UdpSocket final : public Handler {
   };
 
   // Takes ownership of fd. `bound` is the address the socket was bound to (port resolved).
-  UdpSocket(Loop& loop, int fd, const Endpoint& bound, BufRing& buffers, DatagramSink& sink,
+  // `stats` must outlive the socket.
+  UdpSocket(Loop& loop, int fd, const Endpoint& bound, BufRing& buffers, DatagramSink& sink, UdpStats& stats,
             std::uint16_t send_slots = 512);
   ~UdpSocket();
   UdpSocket(const UdpSocket&) = delete;
@@ -111,6 +115,7 @@ class UdpSocket final : public Handler {
   BufRing& buffers_;
   DatagramSink& sink_;
   std::uint32_t slot_;
+  UdpStats& stats_;
   msghdr recv_tmpl_{};
   std::unique_ptr<SendSlot[]> send_slots_;
   std::uint16_t send_count_;
@@ -118,7 +123,6 @@ class UdpSocket final : public Handler {
   static constexpr std::uint16_t kNone = 0xFFFF;
   bool closed_ = false;
   std::uint32_t tag_ = 0;
-  UdpStats stats_;
 };
 
 }  // namespace derpd::io

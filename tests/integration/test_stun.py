@@ -6,6 +6,8 @@ import struct
 import subprocess
 import tempfile
 import unittest
+import urllib.error
+import urllib.request
 
 from harness import (Daemon, exchange, free_udp_port, message, new_txid, parse_attrs, plain_address,
                      run_derpd, tailscale_request, udp_socket, xor_address, attr, MAGIC)
@@ -246,6 +248,34 @@ class StartupAndShutdown(unittest.TestCase):
         self.assertEqual(len(totals), 1, d.log())
         self.assertIn("success=6", totals[0])
         self.assertIn("not_stun=1", totals[0])
+
+    def test_metrics_count_dispositions_and_pass_promtool(self):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            mport = t.getsockname()[1]
+        d = Daemon("-derp=false", "-http-port=-1", "--metrics-addr", f"127.0.0.1:{mport}",
+                   "--stun-addr", "127.0.0.1:0", "--workers", "2")
+        try:
+            port = d.stun_ports()[0][1]
+            s = udp_socket()
+            for _ in range(3):
+                self.assertIsNotNone(exchange(s, tailscale_request(new_txid()), ("127.0.0.1", port))[0])
+            s.sendto(struct.pack("!HHI", 1, 8, MAGIC) + new_txid(), ("127.0.0.1", port))  # length lies
+            self.assertIsNotNone(exchange(s, message(0x0001, new_txid()), ("127.0.0.1", port))[0])
+            s.close()
+            body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            self.assertIn('stun_requests_total{disposition="success"} 4', body)
+            self.assertIn('stun_requests_total{disposition="malformed"} 1', body)
+            self.assertIn('stun_requests_total{disposition="write_error"} 0', body)
+            self.assertIn('stun_addrfamily_total{family="ipv4"} 5', body)
+            if shutil.which("promtool"):
+                r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=5)
+            self.assertEqual(e.exception.code, 404)
+        finally:
+            d.stop()
 
     def test_help_and_version(self):
         r = run_derpd("--version")
