@@ -1,0 +1,191 @@
+// TlsConnection: the server side of one TLS connection as a byte pump, with no socket.
+//
+// The io layer moves bytes; this object turns ciphertext into plaintext and back:
+//
+//   network -> feed_ciphertext(bytes)          copies what the peer sent
+//   read_plaintext(buf) until it returns 0     decrypted application bytes (drives the handshake)
+//   write_plaintext(bytes) -> accepted count   encrypts into the outgoing queue
+//   pending_ciphertext() + consume_ciphertext(n), or take_ciphertext(buf)  -> network
+//
+// After EVERY call (feed/read/write/handshake/shutdown), send what pending_ciphertext() holds:
+// handshake messages, session tickets, alerts and replies to the peer's key updates appear there
+// even from a read. The handshake needs no separate call: read_plaintext() advances it
+// (handshake() is there for callers who want to advance it without reading).
+//
+// Flow of a server connection:
+//   auto c = TlsConnection::accept(tls_context);       // per accepted TCP connection
+//   on receive:  c->feed_ciphertext(data);
+//                while ((n = c->read_plaintext(buf)) > 0) consume(buf[0..n]);
+//                (an error ends the connection: send pending ciphertext, e.g. the alert, close)
+//                send(c->pending_ciphertext()); c->consume_ciphertext(sent);
+//   to send:     accepted = c->write_plaintext(data) (0 during the handshake or while the
+//                outgoing queue is over its limit), then send the ciphertext as above.
+//   to close:    c->shutdown() (queues close_notify), send, then close the socket.
+//
+// Memory: SSL_MODE_RELEASE_BUFFERS frees OpenSSL's record buffers whenever a connection is
+// idle, and the two byte queues here are freed (not just emptied) when they drain, so an idle
+// established connection costs the OpenSSL session state plus this object (the unit test
+// measures it; see tests/unit/tls/memory_test.cc).
+//
+// Limits: write_plaintext() stops accepting once max_pending_ciphertext bytes wait to be sent
+// (checked between records of at most 16 KiB, so the queue never exceeds the limit by more than
+// one record). feed_ciphertext() takes everything it is given: read plaintext as it arrives, or
+// stop receiving (buffered_ciphertext() says how much waits) while the application is not reading.
+//
+// Errors are sticky: after a failure every call returns the same error. error_reason() gives
+// OpenSSL's text for logs. Peer input is hostile: garbage, a truncated or oversized record, an
+// HTTP request, or a bad SNI ends in an error, never a crash.
+//
+// Everything here is owned by one thread (the connection's worker).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "relay/base/bytes.h"
+#include "relay/base/result.h"
+#include "relay/tls/tls_context.h"
+
+struct ssl_st;  // OpenSSL's SSL
+
+namespace derpd::tls {
+
+enum class TlsError : std::uint8_t {
+  kPeerClosed,   // the peer sent close_notify: its stream ended cleanly (not a failure)
+  kHttpRequest,  // plain HTTP sent to the TLS port (derper answers "400 Bad Request")
+  kSniRejected,  // the ClientHello named a host this server does not serve (see TlsContext)
+  kHandshake,    // handshake failed: not TLS, no common version or cipher, bad message, peer alert
+  kProtocol,     // after the handshake: a bad record (MAC, length), unexpected message, peer alert
+  kClosed,       // shut down by this side (no more writes), or shut down before the handshake ended
+  kInternal,     // OpenSSL failed internally (allocation, ...)
+};
+std::string_view to_string(TlsError e);
+
+enum class TlsState : std::uint8_t {
+  kHandshaking,  // the handshake is not finished
+  kOpen,         // established: plaintext flows (see peer_closed() / shutdown_sent())
+  kFailed,       // a fatal error happened; error() says which
+};
+
+struct TlsConnectionOptions {
+  // write_plaintext() accepts nothing more while this much ciphertext waits to be sent.
+  std::size_t max_pending_ciphertext = 64 * 1024;
+};
+
+class TlsConnection {
+ public:
+  // Largest plaintext per TLS record.
+  static constexpr std::size_t kMaxRecordPlaintext = 16384;
+
+  // A server connection on `ctx` (which it keeps alive). Fails only if OpenSSL cannot allocate.
+  static Result<std::unique_ptr<TlsConnection>, TlsError> accept(std::shared_ptr<const ServerContext> ctx,
+                                                                 const TlsConnectionOptions& opts = {});
+  // The same on the context's current configuration.
+  static Result<std::unique_ptr<TlsConnection>, TlsError> accept(const TlsContext& ctx,
+                                                                 const TlsConnectionOptions& opts = {});
+
+  TlsConnection(const TlsConnection&) = delete;
+  TlsConnection& operator=(const TlsConnection&) = delete;
+  ~TlsConnection();
+
+  // --- from the network ---------------------------------------------------------------------
+  // Copies `data` (bytes received from the peer) for the next read/handshake. Ignored after a
+  // failure. `data` may alias a receive buffer: nothing refers to it after the call.
+  void feed_ciphertext(Bytes data);
+  // Fed bytes TLS has not consumed yet (at most part of one record once reads have caught up).
+  std::size_t buffered_ciphertext() const { return in_.size(); }
+
+  // --- handshake -----------------------------------------------------------------------------
+  // Advances the handshake with what was fed. ok() with handshake_done() false: needs more input.
+  Status<TlsError> handshake();
+  bool handshake_done() const { return state_ == TlsState::kOpen; }
+
+  // --- plaintext -----------------------------------------------------------------------------
+  // Decrypts into `out` as much as the fed ciphertext allows; 0 means "would block" (more input
+  // needed) or `out` is empty. kPeerClosed once the peer's close_notify is reached, after all
+  // plaintext before it was returned.
+  Result<std::size_t, TlsError> read_plaintext(MutBytes out);
+  // Encrypts a prefix of `data`; returns how much was accepted (0 during the handshake or while
+  // max_pending_ciphertext is reached). kClosed after shutdown().
+  Result<std::size_t, TlsError> write_plaintext(Bytes data);
+
+  // --- to the network ------------------------------------------------------------------------
+  // Ciphertext waiting to be sent. The view is valid until the next non-const call.
+  Bytes pending_ciphertext() const { return out_.view(); }
+  std::size_t pending_ciphertext_bytes() const { return out_.size(); }
+  // Drops the first `n` pending bytes (n <= pending_ciphertext_bytes()) once they were sent.
+  void consume_ciphertext(std::size_t n);
+  // Copies up to out.size() pending bytes into `out` and consumes them; returns the count.
+  std::size_t take_ciphertext(MutBytes out);
+
+  // --- closing -------------------------------------------------------------------------------
+  // Queues close_notify (once); later writes fail with kClosed, reads go on until the peer's
+  // close_notify. Before the handshake finished there is nothing to close: kClosed.
+  Status<TlsError> shutdown();
+  bool peer_closed() const;
+  bool shutdown_sent() const;
+
+  // --- state and diagnostics -----------------------------------------------------------------
+  TlsState state() const { return state_; }
+  // The failure (meaningful when state() == kFailed).
+  TlsError error() const { return error_; }
+  // OpenSSL's reason for the failure, for logs ("wrong version number (SSL routines)").
+  // Allocates; not for the data path.
+  std::string error_reason() const;
+  // The packed OpenSSL error code behind the failure (0 if none).
+  unsigned long openssl_error() const { return ssl_error_; }
+
+  // "TLSv1.3", "TLSv1.2" ("unknown" before the handshake).
+  std::string_view protocol_version() const;
+  // Negotiated cipher suite name, "" before the handshake.
+  std::string_view cipher() const;
+  // The SNI the client sent, "" if none.
+  std::string_view server_name() const;
+  // The ALPN protocol selected ("http/1.1"), "" if none.
+  std::string_view alpn() const;
+  const ServerContext& context() const { return *ctx_; }
+  // Heap bytes held by this object's two byte queues right now (0 when both are drained).
+  std::size_t buffer_bytes() const { return in_.capacity() + out_.capacity(); }
+
+ private:
+  // A byte FIFO whose storage is freed when it drains, so an idle connection holds none.
+  class ByteQueue {
+   public:
+    std::size_t size() const { return end_ - begin_; }
+    std::size_t capacity() const { return cap_; }
+    Bytes view() const { return {data_.get() + begin_, size()}; }
+    bool append(const void* p, std::size_t n);  // false if memory ran out
+    std::size_t read(void* p, std::size_t n);   // copies and consumes up to n
+    void consume(std::size_t n);
+
+   private:
+    std::unique_ptr<std::byte[]> data_;
+    std::size_t begin_ = 0;
+    std::size_t end_ = 0;
+    std::size_t cap_ = 0;
+  };
+
+  enum class Outcome : std::uint8_t { kWouldBlock, kPeerClosed, kFailed };
+
+  TlsConnection(std::shared_ptr<const ServerContext> ctx, const TlsConnectionOptions& opts);
+  Outcome classify(int ret);
+  void fail(TlsError e, unsigned long code);
+  void note_progress();
+
+  // The custom BIO (see tls_connection.cc) reads in_ and appends to out_.
+  friend struct BioAccess;
+
+  std::shared_ptr<const ServerContext> ctx_;  // immutable; keeps the SSL_CTX and SNI rule alive
+  ssl_st* ssl_ = nullptr;
+  ByteQueue in_;   // ciphertext fed, not yet read by OpenSSL
+  ByteQueue out_;  // ciphertext produced, not yet taken by the io layer
+  const TlsConnectionOptions opts_;
+  unsigned long ssl_error_ = 0;
+  TlsState state_ = TlsState::kHandshaking;
+  TlsError error_ = TlsError::kInternal;
+};
+
+}  // namespace derpd::tls
