@@ -7,6 +7,7 @@ when an RFC 5780 server (127.0.0.1 + 127.0.0.2) proves nothing is filtered.
 
 natprobe's binary: NATPROBE_BIN, else tools/natprobe/natprobe in the build tree holding DERPD_BIN.
 """
+import http.server
 import json
 import os
 import pty
@@ -41,8 +42,11 @@ def natprobe(*args, timeout=20, stderr=subprocess.PIPE):
     """Runs natprobe; returns (CompletedProcess, wall seconds)."""
     if not os.path.exists(NATPROBE):
         raise RuntimeError(f"natprobe binary not found at {NATPROBE}: build the natprobe target")
+    # DERP-map URLs in these tests are on loopback: never let a proxy setting send them elsewhere.
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["no_proxy"] = env["NO_PROXY"] = "*"
     t = time.monotonic()
-    r = subprocess.run([NATPROBE, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
+    r = subprocess.run([NATPROBE, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout, env=env)
     return r, time.monotonic() - t
 
 
@@ -278,6 +282,51 @@ class Rfc5780OnLoopback(NatprobeTestCase):
         self.assertEqual(srv["address"], f"127.0.0.1:{self.p[0]}")
         self.assertEqual((doc["mapping"], doc["filtering"]), ("none", "none"))
         self.assertFalse(doc["ipv6"]["tested"], "IPv6 \"none\" is honoured: no lookup of the host name")
+
+    def test_derp_map_url_is_fetched(self):
+        body = json.dumps({"Regions": {"7": {"RegionID": 7, "Nodes": [
+            {"Name": "7a", "HostName": "derp.invalid", "IPv4": "127.0.0.1", "IPv6": "none", "STUNPort": self.p[0]}]}}})
+        big = "{" + " " * (5 << 20) + "}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                pages = {"/derpmap.json": body, "/huge.json": big}
+                text = pages.get(self.path)
+                if text is None:
+                    self.send_error(404)
+                    return
+                data = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        t.start()
+        try:
+            base = f"http://127.0.0.1:{httpd.server_address[1]}"
+            r, doc, _ = probe_json("--derp-map", f"{base}/derpmap.json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(doc["ipv4"]["servers"][0]["name"], "7a")
+            self.assertEqual((doc["mapping"], doc["filtering"]), ("none", "none"))
+            r, _ = natprobe("--no-portmap", "--derp-map", f"{base}/missing.json")
+            self.assertEqual(r.returncode, 3)
+            self.assertIn("HTTP status 404", r.stderr)
+            r, _ = natprobe("--no-portmap", "--derp-map", f"{base}/huge.json")
+            self.assertEqual(r.returncode, 3)
+            self.assertIn("larger than", r.stderr)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+            t.join(2)
 
     def test_servers_file(self):
         path = self.tempfile(f"# loopback lab\n\n{self.spec}   # derpd\n")
