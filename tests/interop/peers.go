@@ -1,0 +1,233 @@
+package interop
+
+// DERP servers for the client interop tests, started on loopback and stopped (by PID) in
+// t.Cleanup: Tailscale's derper, built from the pinned module (go.mod: tool tailscale.com/cmd/derper),
+// and, once the relay serves DERP, derpd. Tests range over derpServers, so adding a server is one
+// line there.
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serverOpts selects what a started server offers.
+type serverOpts struct {
+	TLS     bool   // HTTPS with a self-signed certificate for 127.0.0.1 (plus the DERP meta cert)
+	MeshKey string // 64 hex digits: the region mesh key; empty for none
+}
+
+// derpServer is a running DERP server as its clients see it.
+type derpServer struct {
+	Name     string
+	URL      string // http(s)://127.0.0.1:PORT/derp
+	CertName string // "sha256-raw:<hex>" of the server certificate (TLS only)
+	CertFile string // PEM of the self-signed server certificate (TLS only): a root for Go clients
+}
+
+// TLSConfig trusts the server's self-signed certificate (for Tailscale's derphttp client, whose
+// tlsdial takes extra roots from RootCAs and refuses InsecureSkipVerify).
+func (s *derpServer) TLSConfig(t *testing.T) *tls.Config {
+	t.Helper()
+	if s.CertFile == "" {
+		return nil
+	}
+	pemBytes, err := os.ReadFile(s.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("no certificate in %s", s.CertFile)
+	}
+	return &tls.Config{RootCAs: pool}
+}
+
+type serverKind struct {
+	name  string
+	start func(t *testing.T, o serverOpts) *derpServer
+}
+
+// derpServers: every DERP server implementation the client tests run against.
+var derpServers = []serverKind{
+	{"derper", startDerper},
+	// {"derpd", startDerpdRelay}, // once derpd serves DERP: start it the same way and return its URL
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+var (
+	derperOnce sync.Once
+	derperPath string
+	derperErr  error
+)
+
+// derperBinary returns $DERPER_BIN, or builds tailscale.com/cmd/derper at the version pinned in
+// go.mod (works with GOFLAGS=-mod=readonly after `go mod download`) into a reused temp path.
+func derperBinary(t *testing.T) string {
+	t.Helper()
+	derperOnce.Do(func() {
+		if p := os.Getenv("DERPER_BIN"); p != "" {
+			derperPath = p
+			return
+		}
+		dir := filepath.Join(os.TempDir(), "derpd-interop")
+		if derperErr = os.MkdirAll(dir, 0o755); derperErr != nil {
+			return
+		}
+		out := filepath.Join(dir, "derper")
+		tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", tmp, "tailscale.com/cmd/derper")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			derperErr = fmt.Errorf("go build tailscale.com/cmd/derper: %v\n%s", err, b)
+			return
+		}
+		derperErr = os.Rename(tmp, out) // atomic: concurrent runs never see a half-written binary
+		derperPath = out
+	})
+	if derperErr != nil {
+		t.Fatal(derperErr)
+	}
+	return derperPath
+}
+
+// process is a server process with its combined output kept for failure messages.
+type process struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out strings.Builder
+}
+
+func (p *process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *process) text() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// startProcess runs bin with args, stops it by PID in t.Cleanup (SIGTERM, then SIGKILL after 10 s),
+// and waits until addr accepts TCP connections.
+func startProcess(t *testing.T, addr, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...)}
+	p.cmd.Stdout = p
+	p.cmd.Stderr = p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { p.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("%s exited before listening on %s:\n%s", filepath.Base(bin), addr, p.text())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s after 20s:\n%s", filepath.Base(bin), addr, p.text())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startDerper runs Tailscale's derper on 127.0.0.1 (no STUN, no port 80). With TLS it uses
+// -certmode manual with hostname 127.0.0.1, for which derper makes a self-signed IP certificate
+// and serves its DERP meta cert after it (TLS 1.3 clients get fast start).
+func startDerper(t *testing.T, o serverOpts) *derpServer {
+	t.Helper()
+	bin := derperBinary(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{"-a", addr, "-http-port", "-1", "-stun=false", "-c", filepath.Join(dir, "derper.key")}
+	s := &derpServer{Name: "derper", URL: fmt.Sprintf("http://%s/derp", addr)}
+	if o.TLS {
+		certDir := filepath.Join(dir, "certs")
+		args = append(args, "-certmode", "manual", "-hostname", "127.0.0.1", "-certdir", certDir)
+		s.URL = fmt.Sprintf("https://%s/derp", addr)
+		s.CertFile = filepath.Join(certDir, "127.0.0.1.crt")
+	}
+	if o.MeshKey != "" {
+		f := filepath.Join(dir, "mesh.key")
+		if err := os.WriteFile(f, []byte(o.MeshKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-mesh-psk-file", f)
+	}
+	startProcess(t, addr, bin, args...)
+	if o.TLS {
+		pin, err := certPin(s.CertFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.CertName = pin
+	}
+	return s
+}
+
+// certPin is the DERP map CertName form of a PEM certificate: "sha256-raw:" + hex(SHA-256(DER)).
+func certPin(pemFile string) (string, error) {
+	b, err := os.ReadFile(pemFile)
+	if err != nil {
+		return "", err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", errors.New("no PEM certificate in " + pemFile)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return "sha256-raw:" + hex.EncodeToString(sum[:]), nil
+}
