@@ -275,7 +275,9 @@ def ruleset(nat: str, wan_ip: str, lan_host: str, portmap: bool = False) -> str:
 """)
     if nat == "adm":
         # The public port is a hash of (destination IP, source port): the same for every port of
-        # one destination IP, another one (with probability 1 - 1/30000) for another IP.
+        # one destination IP, another one (with probability 1 - 1/30000) for another IP. (The
+        # kernel takes the 32-bit hash register as a big-endian port, so the ports seen are the
+        # byte-swapped 30000..59999: still 30000 distinct values, fixed per destination IP.)
         return ("table ip natlab {" + _INPUT + forward + f"""
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
@@ -394,8 +396,10 @@ class Lab:
 
     def _build(self) -> None:
         for ns in self.namespaces:
-            _run(["ip", "netns", "add", ns])
+            if self._down:
+                raise LabError("lab torn down while it was being built")
             self._created.append(ns)
+            _run(["ip", "netns", "add", ns])
             # Sysctls before any interface exists, so new interfaces inherit "default".
             self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
             self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
@@ -589,7 +593,9 @@ class Lab:
                 self.stop_proc(p)
             except Exception:  # keep tearing down
                 pass
-        for ns in reversed(self._created):
+        # Also any namespace of this lab's prefix: a build racing with a teardown from a signal.
+        mine = [ns for ns in list_netns() if ns.startswith(self.prefix + "-")]
+        for ns in [*reversed(self._created), *mine]:
             # Anything still inside was started by this lab (e.g. a daemon that forked).
             for pid in _ns_pids(ns):
                 try:
@@ -612,10 +618,12 @@ class Lab:
 
 
 def install_signal_teardown() -> None:
-    """SIGTERM/SIGHUP (e.g. a ctest timeout) become SystemExit so finally blocks and atexit run."""
+    """SIGTERM/SIGHUP/SIGINT (e.g. a ctest timeout): every lab is torn down at once (threads still
+    using one then fail fast), then SystemExit so finally blocks and atexit run."""
     def handler(signum, _frame):
+        Lab.down_all()
         raise SystemExit(128 + signum)
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, handler)
 
 
