@@ -15,8 +15,8 @@ A report table (kind, truth, natprobe, coturn, stunner, times) is written to NAT
 printed. Needs root; otherwise prints "SKIPPED natlab: <reason>" and exits 77.
 
 Environment: DERPD_BIN (required), NATPROBE_BIN (empty: no natprobe target), NATLAB_OUT_DIR
-(report and stunner build), STUNNER_BIN (a stunner binary to use), STUNNER_SRC (a stunner source
-tree to build when `go install` cannot fetch it), NATLAB_KINDS (comma list, default all).
+(report and stunner build), STUNNER_BIN (a stunner binary to use), NATLAB_KINDS (comma list,
+default all).
 """
 from __future__ import annotations
 
@@ -130,13 +130,6 @@ def build_stunner(out_dir: str) -> tuple[str | None, str]:
     why = "timed out after 300 s" if p is None else (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])
     if isinstance(why, list):
         why = " / ".join(x.strip() for x in why[-2:])
-    src = os.environ.get("STUNNER_SRC")
-    if src and os.path.isfile(os.path.join(src, "main.go")):
-        q = subprocess.run([go, "build", "-o", binary, "."], cwd=src, capture_output=True, text=True,
-                           timeout=300, env=env)
-        if q.returncode == 0:
-            return binary, f"built from STUNNER_SRC ({src}); go install failed: {why}"
-        why += f"; go build in STUNNER_SRC failed: {q.stderr.strip()[-200:]}"
     if os.access(binary, os.X_OK):
         return binary, f"built by an earlier run; go install failed now: {why}"
     return None, f"go install {STUNNER_PKG} failed: {why}"
