@@ -158,7 +158,7 @@ Result<std::unique_ptr<TlsConnection>, TlsError> TlsConnection::accept(const Tls
 }
 
 void TlsConnection::feed_ciphertext(Bytes data) {
-  if (state_ == TlsState::kFailed) return;
+  if (state_ == TlsState::kFailed || peer_closed()) return;  // nothing after close_notify counts
   if (!in_.append(data.data(), data.size())) fail(TlsError::kInternal, 0);
 }
 

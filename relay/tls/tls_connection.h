@@ -24,8 +24,11 @@
 //
 // Memory: SSL_MODE_RELEASE_BUFFERS frees OpenSSL's record buffers whenever a connection is
 // idle, and the two byte queues here are freed (not just emptied) when they drain, so an idle
-// established connection costs the OpenSSL session state plus this object (the unit test
-// measures it; see tests/unit/tls/memory_test.cc).
+// established connection costs OpenSSL's per-connection state plus this object (112 bytes).
+// Measured with Debian 12's OpenSSL 3.0 (tests/unit/tls/memory_test.cc, 1000 connections):
+// about 14.6 KB of heap per idle TLS 1.3 connection, 13.5 KB for TLS 1.2; the SSL object alone
+// is 7.6 KB, the two AES-GCM contexts 1.9 KB, the session 0.9 KB. OpenSSL's own BIO_s_mem
+// costs 2.3 KB more per connection (its buffers keep their peak size), a 4 KiB BIO pair 8.5 KB.
 //
 // Limits: write_plaintext() stops accepting once max_pending_ciphertext bytes wait to be sent
 // (checked between records of at most 16 KiB, so the queue never exceeds the limit by more than
@@ -93,7 +96,8 @@ class TlsConnection {
 
   // --- from the network ---------------------------------------------------------------------
   // Copies `data` (bytes received from the peer) for the next read/handshake. Ignored after a
-  // failure. `data` may alias a receive buffer: nothing refers to it after the call.
+  // failure or the peer's close_notify. `data` may alias a receive buffer: nothing refers to it
+  // after the call.
   void feed_ciphertext(Bytes data);
   // Fed bytes TLS has not consumed yet (at most part of one record once reads have caught up).
   std::size_t buffered_ciphertext() const { return in_.size(); }

@@ -174,13 +174,21 @@ TEST(TlsMemory, IdleConnectionsAfterTheHandshake) {
     EXPECT_TRUE(all_ok);
     EXPECT_TRUE(all_idle);  // both byte queues freed on every idle connection
     print(version == TLS1_3_VERSION ? "TlsConnection, TLS 1.3 (custom BIO)" : "TlsConnection, TLS 1.2 (custom BIO)", m);
-    // Generous: OpenSSL 3.0 needs a few KiB of session and cipher state; 64 KiB would mean
-    // record buffers (2 x 16 KiB+) are being held by idle connections.
-    EXPECT_GT(m.heap_per_conn, 1000);
-    EXPECT_LT(m.heap_per_conn, 32 * 1024);
+    // Generous: OpenSSL 3.0 needs several KiB of connection, session and cipher state; 32 KiB
+    // or more would mean record buffers (2 x 16 KiB+) are being held by idle connections.
+    // mallinfo2 sees nothing under a sanitizer's allocator; the OpenSSL count still works.
+    const bool heap_visible = m.heap_per_conn > 0;
+    if (!heap_visible) std::printf("[ memory   ] heap totals unavailable (another allocator is in use)\n");
+    if (heap_visible) {
+      EXPECT_GT(m.heap_per_conn, 1000);
+      EXPECT_LT(m.heap_per_conn, 32 * 1024);
+    }
     if (heap.installed) {
       EXPECT_GT(m.openssl_per_conn, 1000);
-      EXPECT_LT(m.openssl_per_conn, m.heap_per_conn);
+      EXPECT_LT(m.openssl_per_conn, 32 * 1024);
+      if (heap_visible) {
+        EXPECT_LT(m.openssl_per_conn, m.heap_per_conn);
+      }
     }
   }
 

@@ -6,7 +6,11 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "relay/tls/detail/x509.h"
@@ -389,6 +393,57 @@ TEST(TlsContextReload, SessionTicketsSurviveAReload) {
   ASSERT_TRUE(conn2->handshake_done());
   EXPECT_EQ(SSL_session_reused(c2.ssl()), 1);
   SSL_SESSION_free(session);
+}
+
+}  // namespace
+}  // namespace derpd::tls
+
+namespace derpd::tls {
+namespace {
+
+TEST(TlsContextReload, ConcurrentWithHandshakesOnOtherThreads) {
+  Files f;
+  auto a = testing::make_pki(kHost);
+  auto b = testing::make_pki(kHost);
+  auto ctx = context_from(f, a.chain_pem(), a.leaf.key_pem);
+  ASSERT_NE(ctx, nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<int> handshakes{0};
+  std::atomic<int> failures{0};
+  auto worker = [&] {
+    ClientOptions o;
+    o.sni = kHost;
+    for (int i = 0; i < 2000 && !stop.load(); ++i) {
+      Client client(o);
+      auto conn = connect(*ctx, client);
+      if (conn->handshake_done() && client.handshake_done()) {
+        handshakes.fetch_add(1);
+      } else {
+        failures.fetch_add(1);
+      }
+    }
+  };
+  std::thread t1(worker);
+  std::thread t2(worker);
+  int reloads = 0;
+  for (int i = 0; i < 40; ++i) {
+    const auto& pki = i % 2 == 0 ? b : a;
+    testing::write_file(f.crt + ".new", pki.chain_pem());
+    testing::write_file(f.key + ".new", pki.leaf.key_pem);
+    std::rename((f.key + ".new").c_str(), f.key.c_str());
+    std::rename((f.crt + ".new").c_str(), f.crt.c_str());
+    auto st = ctx->reload();
+    EXPECT_TRUE(st.ok()) << st.error();
+    if (st.ok()) ++reloads;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  stop.store(true);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(reloads, 40);
+  EXPECT_EQ(ctx->current()->generation(), static_cast<std::uint64_t>(reloads) + 1);
+  EXPECT_GT(handshakes.load(), 0);
+  EXPECT_EQ(failures.load(), 0);
 }
 
 }  // namespace
