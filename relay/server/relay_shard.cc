@@ -260,7 +260,14 @@ void RelayShard::handle_watch(ClientId id, Client& c) {
     watchers_.push_back(id);
     counters_.watchers.add();
   }
-  // Every key with an active connection on this node, as this replica knows it.
+  // Every key with an active connection on this node, as this replica knows it. The backlog is
+  // checked up front: closing the watcher in the middle would change the directory under the walk.
+  std::size_t present = 0;
+  directory_.for_each([&](const protocol::NodePublic&, const ReplicaEntry& e) { present += e.active.valid() ? 1 : 0; });
+  if (c.control.size() + present * protocol::frame_size(protocol::kPeerPresentLen) > cfg_.max_watcher_backlog) {
+    request_close(id, c, CloseReason::kWatcherBacklog);
+    return;
+  }
   directory_.for_each([&](const protocol::NodePublic& key, const ReplicaEntry& e) {
     if (e.active.valid()) queue_peer_present(id, c, key, e.active_endpoint, e.active_flags);
   });

@@ -109,6 +109,21 @@ TEST(ShardMesh, WatcherThatNeverReadsIsClosedPastItsBacklog) {
   EXPECT_EQ(node[0].clients(), 21u);
 }
 
+TEST(ShardMesh, WatchConnsWhoseDumpExceedsTheBacklogIsClosed) {
+  Node node(2, kDefaultRingBytes, [](ShardConfig& c) { c.max_watcher_backlog = 56 * 5; });
+  for (std::uint32_t i = 0; i < 8; ++i) node.connect(i % 2, key_homed(10 + i, static_cast<WorkerId>(i % 2), 2));
+  const auto km = key_homed(1, 0, 2);
+  const ClientId m = node.connect(0, km, true);
+  EXPECT_FALSE(node[0].frame_received(m, protocol::WatchConns{}, node.now));
+  node.pump();
+  const auto closes = node.closes(0);
+  ASSERT_EQ(closes.size(), 1u);
+  EXPECT_EQ(closes[0].reason, CloseReason::kWatcherBacklog);
+  EXPECT_FALSE(node[0].has_output(m));
+  EXPECT_EQ(node[1].lookup(km), kNoConn);
+  EXPECT_EQ(node.totals().watchers, 0);
+}
+
 TEST(ShardMesh, ForwardPacketIsDeliveredLocally) {
   Node node(2);
   const auto kb = key_homed(2, 1, 2), kx = key_homed(77, 0, 2);
