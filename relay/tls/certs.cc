@@ -197,6 +197,18 @@ Status<std::string> write_file_atomic(const std::string& path, std::string_view 
   return {};
 }
 
+// Creates the missing directories of `dir` with mode 0700 (less the umask), as Go's
+// os.MkdirAll(dir, 0700) in derper; existing directories keep their mode.
+Status<std::string> make_dirs(const std::filesystem::path& dir) {
+  std::filesystem::path prefix;
+  for (const auto& part : dir) {
+    prefix /= part;
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST)
+      return Err(fmt::format("cannot create directory {}: {}", prefix.string(), std::strerror(errno)));
+  }
+  return {};
+}
+
 bool file_exists(const std::string& path, int& err) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) return true;
@@ -434,13 +446,7 @@ Result<SelfSignedCert, std::string> load_or_create_self_signed(const std::string
   auto made = generate_self_signed(hostname, std::time(nullptr));
   if (!made) return made;
   for (const std::string* p : {&cert_path, &key_path}) {
-    std::filesystem::path dir = std::filesystem::path(*p).parent_path();
-    if (dir.empty()) continue;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return Err(fmt::format("cannot create directory {}: {}", dir.string(), ec.message()));
-    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);  // 0700, as derper
-    (void)ec;
+    if (auto st = detail::make_dirs(std::filesystem::path(*p).parent_path()); !st) return Err(st.error());
   }
   if (auto st = detail::write_file_atomic(key_path, made->key_pem, 0600); !st) return Err(st.error());
   if (auto st = detail::write_file_atomic(cert_path, made->cert_pem, 0644); !st) return Err(st.error());

@@ -215,6 +215,8 @@ TEST(LoadOrCreate, CreatesOnceThenLoadsTheSameCertificate) {
   EXPECT_EQ(mode_of(key), 0600u);
   EXPECT_EQ(mode_of(crt), 0644u);
   EXPECT_EQ(mode_of(sub), 0700u);
+  EXPECT_EQ(mode_of(dir.file("nested")), 0700u);
+  EXPECT_EQ(mode_of(dir.path()), 0700u);  // mkdtemp's; an existing directory keeps its mode
   EXPECT_EQ(testing::read_file(crt), first->cert_pem);
   EXPECT_EQ(testing::read_file(key), first->key_pem);
   for (const auto& e : std::filesystem::directory_iterator(sub))  // no temporary files left
@@ -226,6 +228,14 @@ TEST(LoadOrCreate, CreatesOnceThenLoadsTheSameCertificate) {
   EXPECT_EQ(second->cert_name, first->cert_name);
   EXPECT_EQ(second->cert_pem, first->cert_pem);
   EXPECT_EQ(second->not_after, first->not_after);
+}
+
+TEST(LoadOrCreate, LeavesAnExistingDirectoryAlone) {
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  auto made = load_or_create_self_signed(dir.file("h.crt"), dir.file("h.key"), "derp.example.com");
+  ASSERT_TRUE(made.ok()) << made.error();
+  EXPECT_EQ(mode_of(dir.path()), 0755u);
 }
 
 TEST(LoadOrCreate, RefusesToReplaceAHalfPair) {
