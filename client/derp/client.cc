@@ -40,6 +40,14 @@ void Client::close() {
   pending_.clear();
 }
 
+void Client::keep(Message m) {
+  if (pending_.size() == kMaxPending) {
+    pending_.pop_front();
+    ++pending_dropped_;
+  }
+  pending_.push_back(std::move(m));
+}
+
 Status<Error> Client::fail(Error e) {
   broken_ = true;
   conn_.close();
@@ -108,7 +116,7 @@ Status<Error> Client::handshake(const Options& options, Deadline deadline) {
       return fail(Error::kBadOptions);
     }
     std::vector<std::byte> out(prefix.size() + *n);
-    std::memcpy(out.data(), prefix.data(), prefix.size());
+    if (!prefix.empty()) std::memcpy(out.data(), prefix.data(), prefix.size());
     std::memcpy(out.data() + prefix.size(), ci_frame.data(), *n);
     if (auto s = conn_.write_all(out, deadline, &why_); !s) return fail(s.error());
     return {};
@@ -194,7 +202,7 @@ Status<Error> Client::handshake(const Options& options, Deadline deadline) {
       if (m.error() == Error::kClosed) why_ = "server closed the connection after ClientInfo (rejected?)";
       return fail(m.error());
     }
-    if (m->has_value()) pending_.push_back(std::move(**m));
+    if (m->has_value()) keep(std::move(**m));
   }
   return {};
 }
@@ -294,7 +302,7 @@ Result<std::chrono::nanoseconds, Error> Client::ping(const proto::PingData& data
     }
     if (!m->has_value()) continue;
     if (auto* pong = std::get_if<Pong>(&**m); pong != nullptr && pong->data == data) return Clock::now() - start;
-    pending_.push_back(std::move(**m));
+    keep(std::move(**m));
   }
 }
 

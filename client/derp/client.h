@@ -129,15 +129,20 @@ class Client {
 
   // The next message from the server, waiting at most `timeout`.
   Result<Message, Error> recv(std::chrono::milliseconds timeout);
-  // Sends a Ping and waits for its Pong; messages arriving meanwhile are kept for recv().
-  // Returns the round-trip time.
+  // Sends a Ping and waits for its Pong; messages arriving meanwhile are kept for recv() (at most
+  // kMaxPending; beyond that the oldest are dropped and counted). Returns the round-trip time.
   Result<std::chrono::nanoseconds, Error> ping(const protocol::PingData& data, std::chrono::milliseconds timeout);
   // The same with random ping data.
   Result<std::chrono::nanoseconds, Error> ping(std::chrono::milliseconds timeout);
 
+  // Messages dropped because more than kMaxPending arrived while ping() or connect() waited.
+  std::uint64_t pending_dropped() const { return pending_dropped_; }
+  static constexpr std::size_t kMaxPending = 4096;
+
   void close();
 
  private:
+  void keep(Message m);
   Client() = default;
 
   Status<Error> write_frame(Bytes frame);
@@ -157,7 +162,8 @@ class Client {
   std::vector<std::byte> rbuf_;      // bytes read from the stream
   std::size_t rpos_ = 0, rend_ = 0;  // unconsumed range of rbuf_
   std::vector<std::byte> wbuf_;      // frame staging
-  std::deque<Message> pending_;      // arrived while ping() waited
+  std::deque<Message> pending_;      // arrived while ping() waited; at most kMaxPending
+  std::uint64_t pending_dropped_ = 0;
   bool broken_ = false;
   std::string why_;
 };

@@ -125,6 +125,12 @@ func goClient(t *testing.T, s *derpServer) (*derphttp.Client, key.NodePublic) {
 	if err := c.Connect(ctx); err != nil {
 		t.Fatalf("derphttp connect %s: %v", s.URL, err)
 	}
+	// The server registers a client before it sends ServerInfo: once that arrived, packets sent
+	// to this key are delivered (the Go client itself does not wait for it).
+	recvUntil(t, c, 15*time.Second, func(m derp.ReceivedMessage) bool {
+		_, ok := m.(derp.ServerInfoMessage)
+		return ok
+	})
 	return c, priv.Public()
 }
 
@@ -133,38 +139,47 @@ type packet struct {
 	data []byte
 }
 
-// recvPacket waits (bounded) for the next packet on c, skipping other messages.
-func recvPacket(t *testing.T, c *derphttp.Client, timeout time.Duration) packet {
+// recvUntil reads messages from c (bounded by timeout) until keep returns true for one.
+func recvUntil(t *testing.T, c *derphttp.Client, timeout time.Duration, keep func(derp.ReceivedMessage) bool) {
 	t.Helper()
-	type result struct {
-		p   packet
-		err error
-	}
-	ch := make(chan result, 1)
+	done := make(chan error, 1)
 	go func() {
 		for {
 			m, err := c.Recv()
 			if err != nil {
-				ch <- result{err: err}
+				done <- err
 				return
 			}
-			if p, ok := m.(derp.ReceivedPacket); ok {
-				ch <- result{p: packet{p.Source, append([]byte(nil), p.Data...)}}
+			if keep(m) {
+				done <- nil
 				return
 			}
 		}
 	}()
 	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("derphttp recv: %v", r.err)
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("derphttp recv: %v", err)
 		}
-		return r.p
 	case <-time.After(timeout):
 		c.Close() // unblocks the reader
-		t.Fatalf("no packet within %v", timeout)
+		<-done
+		t.Fatalf("nothing expected arrived within %v", timeout)
 	}
-	return packet{}
+}
+
+// recvPacket waits (bounded) for the next packet on c, skipping other messages.
+func recvPacket(t *testing.T, c *derphttp.Client, timeout time.Duration) packet {
+	t.Helper()
+	var p packet
+	recvUntil(t, c, timeout, func(m derp.ReceivedMessage) bool {
+		rp, ok := m.(derp.ReceivedPacket)
+		if ok {
+			p = packet{rp.Source, append([]byte(nil), rp.Data...)}
+		}
+		return ok
+	})
+	return p
 }
 
 type serverCase struct {

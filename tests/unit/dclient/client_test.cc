@@ -325,6 +325,51 @@ TEST(Client, MeshFramesAndNotePreferred) {
   EXPECT_EQ(payloads[4], std::vector<std::byte>{std::byte{0}});
 }
 
+TEST(Client, MessagesDuringPingAreKeptButBounded) {
+  ServerIdentity server;
+  constexpr std::size_t kFlood = Client::kMaxPending + 100;
+  FakeServer fake([&](ServerConn& c) {
+    if (!c.login(server.priv)) return;
+    auto f = c.read_frame();
+    if (!f || f->type != proto::FrameType::kPing) return;
+    // A flood of packets before the pong.
+    std::vector<std::byte> buf;
+    std::array<std::byte, proto::frame_size(32 + 4)> one{};
+    const proto::NodePublic src = proto::NodePrivate::generate().public_key();
+    for (std::size_t i = 0; i < kFlood; ++i) {
+      std::array<std::byte, 4> seq{};
+      store_be32(seq.data(), static_cast<std::uint32_t>(i));
+      const std::size_t n = proto::write_recv_packet(one, src, seq);
+      buf.insert(buf.end(), one.begin(), one.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    proto::PingData d{};
+    std::memcpy(d.data(), f->payload.data(), d.size());
+    std::array<std::byte, 13> pong{};
+    const std::size_t n = proto::write_pong(pong, d);
+    buf.insert(buf.end(), pong.begin(), pong.begin() + static_cast<std::ptrdiff_t>(n));
+    c.write(buf);
+    c.wait_closed();
+  });
+  auto client = Client::connect(opts(fake.url()));
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(client->ping(5s).ok()) << client->error_detail();
+  EXPECT_EQ(client->pending_dropped(), 100u);
+  // The newest kMaxPending packets are there, in order.
+  for (std::size_t i = 100; i < kFlood; ++i) {
+    auto m = client->recv(0ms);
+    ASSERT_TRUE(m.ok()) << i;
+    auto* p = std::get_if<RecvPacket>(&*m);
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(p->data.size(), 4u);
+    ASSERT_EQ(load_be32(p->data.data()), i);
+  }
+  auto none = client->recv(50ms);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error(), Error::kTimeout);
+  client->close();
+  fake.join();
+}
+
 TEST(Client, RecvTimeoutMidFrameKeepsTheConnection) {
   ServerIdentity server;
   const proto::NodePublic peer = random_key();
