@@ -7,13 +7,18 @@ package interop
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -66,7 +71,7 @@ type serverKind struct {
 // derpServers: every DERP server implementation the client tests run against.
 var derpServers = []serverKind{
 	{"derper", startDerper},
-	// {"derpd", startDerpdRelay}, // once derpd serves DERP: start it the same way and return its URL
+	// {"derpd", startDerpdRelay}, // once derpd serves DERP
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -183,22 +188,47 @@ func startProcess(t *testing.T, addr, bin string, args ...string) *process {
 	}
 }
 
-// startDerper runs Tailscale's derper on 127.0.0.1 (no STUN, no port 80). With TLS it uses
-// -certmode manual with hostname 127.0.0.1, for which derper makes a self-signed IP certificate
-// and serves its DERP meta cert after it (TLS 1.3 clients get fast start).
+// startDerper runs Tailscale's derper (see startDerpLike).
 func startDerper(t *testing.T, o serverOpts) *derpServer {
 	t.Helper()
-	bin := derperBinary(t)
+	return startDerpLike(t, "derper", derperBinary(t), o)
+}
+
+// startDerpdRelay runs derpd (DERPD_BIN) exactly as derper: derpd takes derper's flags. To run the
+// client tests against derpd, add {"derpd", startDerpdRelay} to derpServers.
+func startDerpdRelay(t *testing.T, o serverOpts) *derpServer {
+	t.Helper()
+	bin := os.Getenv("DERPD_BIN")
+	if bin == "" {
+		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
+	}
+	return startDerpLike(t, "derpd", bin, o)
+}
+
+var _ = startDerpdRelay // referenced once derpd is listed in derpServers
+
+// startDerpLike runs a server that takes derper's flags on 127.0.0.1 (no STUN, no port 80). With
+// TLS it uses -certmode manual, hostname 127.0.0.1 and a fresh self-signed certificate for that IP
+// in -certdir; derper serves its DERP meta cert after it, so TLS 1.3 clients get fast start.
+func startDerpLike(t *testing.T, name, bin string, o serverOpts) *derpServer {
+	t.Helper()
 	dir := t.TempDir()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args := []string{"-a", addr, "-http-port", "-1", "-stun=false", "-c", filepath.Join(dir, "derper.key")}
-	s := &derpServer{Name: "derper", URL: fmt.Sprintf("http://%s/derp", addr)}
+	s := &derpServer{Name: name, URL: fmt.Sprintf("http://%s/derp", addr)}
 	if o.TLS {
 		certDir := filepath.Join(dir, "certs")
+		crt, err := writeSelfSignedCert(certDir, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
 		args = append(args, "-certmode", "manual", "-hostname", "127.0.0.1", "-certdir", certDir)
 		s.URL = fmt.Sprintf("https://%s/derp", addr)
-		s.CertFile = filepath.Join(certDir, "127.0.0.1.crt")
+		s.CertFile = crt
+		if s.CertName, err = certPin(crt); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if o.MeshKey != "" {
 		f := filepath.Join(dir, "mesh.key")
@@ -208,14 +238,51 @@ func startDerper(t *testing.T, o serverOpts) *derpServer {
 		args = append(args, "-mesh-psk-file", f)
 	}
 	startProcess(t, addr, bin, args...)
-	if o.TLS {
-		pin, err := certPin(s.CertFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.CertName = pin
-	}
 	return s
+}
+
+// writeSelfSignedCert writes <dir>/<ip>.crt and .key (the names -certmode manual looks for): an
+// ECDSA P-256 certificate for the IP address, valid for a day.
+func writeSelfSignedCert(dir, ip string) (crtPath string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: ip},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IPAddresses:           []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		return "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	crtPath = filepath.Join(dir, ip+".crt")
+	if err := os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	if err := os.WriteFile(filepath.Join(dir, ip+".key"), keyPEM, 0o600); err != nil {
+		return "", err
+	}
+	return crtPath, nil
 }
 
 // certPin is the DERP map CertName form of a PEM certificate: "sha256-raw:" + hex(SHA-256(DER)).
