@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "relay/daemon/derp_setup.h"
 #include "relay/daemon/worker.h"
 #include "relay/io/probe.h"
 #include "relay/io/udp_socket.h"
@@ -117,7 +118,6 @@ int run(const config::Config& cfg) {
   }
   spdlog::info("kernel {}: io_uring ok{}", probe.kernel, probe.defer_taskrun ? " (defer-taskrun)" : "");
   for (const auto& u : cfg.unsupported) spdlog::warn("flag {} is accepted but not supported yet; ignoring it", u);
-  if (cfg.derp_enabled) spdlog::warn("the DERP relay is not part of this build yet; serving STUN only");
 
   // Signals are handled by this thread alone (sigwait); workers inherit the blocked mask.
   sigset_t sigs;
@@ -131,11 +131,14 @@ int run(const config::Config& cfg) {
   std::vector<stun::ServerAddresses> sites = stun_sites(cfg);
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<StunCounters>> counters;
+  std::unique_ptr<DerpSetup> derp;
   try {
+    if (cfg.derp_enabled) derp = std::make_unique<DerpSetup>(cfg, n);
     std::vector<WorkerPlan> plans = plan_workers(n, sites);
     for (auto& plan : plans) {
+      if (derp) derp->hand_over(plan);
       counters.push_back(std::make_unique<StunCounters>());
-      workers.push_back(std::make_unique<Worker>(std::move(plan), *counters.back()));
+      workers.push_back(std::make_unique<Worker>(std::move(plan), *counters.back(), derp ? &derp->shared() : nullptr));
     }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -180,6 +183,14 @@ int run(const config::Config& cfg) {
     for (int ip = 0; ip < (s.has_alternate ? 2 : 1); ++ip)
       for (int port = 0; port < (s.has_alternate ? 2 : 1); ++port)
         spdlog::info("stun listening on udp {}{}", Endpoint{s.ip[ip], s.port[port]}.to_string(), kRole[ip][port]);
+  if (derp) {
+    spdlog::info("derp listening on tcp {} ({})", derp->bound().to_string(), derp->tls() ? "tls" : "plaintext");
+    if (derp->http_port() > 0)
+      spdlog::info("http listening on tcp {} (generate_204, redirect to https)",
+                   Endpoint{cfg.derp_addr.addr, static_cast<std::uint16_t>(derp->http_port())}.to_string());
+    int stun_port = sites.empty() ? -1 : sites[0].port[0];
+    spdlog::info("derp map: {}", derp->derp_map_json(cfg, stun_port));
+  }
   spdlog::info("derpd ready: {} worker{}", n, n == 1 ? "" : "s");
   sd_notify(0, "READY=1");
 
@@ -187,13 +198,22 @@ int run(const config::Config& cfg) {
     int sig = 0;
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      spdlog::info("SIGHUP: nothing to reload yet");
+      if (derp && derp->tls()) {
+        auto st = derp->tls()->reload();
+        if (st.ok())
+          spdlog::info("SIGHUP: certificates reloaded; new connections use them");
+        else
+          spdlog::error("SIGHUP: certificate reload failed, still serving the previous ones: {}", st.error());
+      } else {
+        spdlog::info("SIGHUP: nothing to reload");
+      }
       continue;
     }
     spdlog::info("{}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     break;
   }
   sd_notify(0, "STOPPING=1");
+  metrics_thread.stop();  // before the workers: /metrics reads their shards' counters
   for (auto& w : workers) w->stop();
 
   metrics::StunTotals t = stun_metrics->totals();

@@ -15,9 +15,15 @@ namespace {
 constexpr std::uint16_t kStunBufferGroup = 1;
 constexpr std::uint32_t kStunBuffers = 2048;
 constexpr std::uint32_t kStunBufferSize = 2048;
+// TCP receive buffers are shared by every connection of the worker (provided buffers): an idle
+// connection holds none.
+constexpr std::uint16_t kTcpBufferGroup = 2;
+constexpr std::uint32_t kTcpBuffers = 1024;
+constexpr std::uint32_t kTcpBufferSize = 16 * 1024;
 }  // namespace
 
-Worker::Worker(WorkerPlan plan, StunCounters& counters) : plan_(std::move(plan)), counters_(counters) {}
+Worker::Worker(WorkerPlan plan, StunCounters& counters, const DerpShared* derp)
+    : plan_(std::move(plan)), counters_(counters), derp_(derp) {}
 
 Worker::~Worker() {
   stop();
@@ -70,11 +76,35 @@ void Worker::main(std::promise<std::string> ready) {
     }
     for (auto& s : sockets) s->start();
 
+    std::unique_ptr<io::BufRing> tcp_buffers;
+    std::unique_ptr<io::TcpContext> tcp;
+    std::unique_ptr<DerpService> derp;
+    if (derp_ != nullptr && plan_.derp_fd >= 0) {
+      tcp_buffers = std::make_unique<io::BufRing>(kTcpBufferGroup, kTcpBuffers, kTcpBufferSize);
+      if (int rc = ring.register_buf_ring(*tcp_buffers); rc < 0)
+        throw std::runtime_error("register TCP buffers: " + std::string(strerror(-rc)));
+      tcp = std::make_unique<io::TcpContext>(loop, *tcp_buffers);
+      derp = std::make_unique<DerpService>(loop, *tcp, *derp_->settings, *derp_->fabric,
+                                           static_cast<server::WorkerId>(plan_.index), plan_.derp_fd,
+                                           plan_.port80_fd, derp_->inbox_fds, (*derp_->counters)[plan_.index]);
+      plan_.derp_fd = plan_.port80_fd = -1;  // the listeners own them now
+      derp->start();
+      (*derp_->shards)[plan_.index].store(&derp->shard(), std::memory_order_release);
+    }
+
     loop_.store(&loop, std::memory_order_release);
     ready.set_value("");
     loop.run();
     loop_.store(nullptr, std::memory_order_release);
+    if (derp) {
+      (*derp_->shards)[plan_.index].store(nullptr, std::memory_order_release);
+      derp->stop();
+      // Let the kernel confirm the cancellations so buffers and slots are released in order.
+      for (int i = 0; i < 10; ++i) loop.run_once(std::chrono::milliseconds(10));
+    }
 
+    derp.reset();
+    tcp.reset();
     for (auto& s : sockets) {
       s->close();
     }

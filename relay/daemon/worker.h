@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "relay/base/endpoint.h"
+#include "relay/daemon/derp_service.h"
 #include "relay/daemon/stun_service.h"
 #include "relay/io/loop.h"
 #include "stun/responder.h"
@@ -28,11 +29,24 @@ struct StunSitePlan {
 struct WorkerPlan {
   unsigned index = 0;
   std::vector<StunSitePlan> stun_sites;
+  // DERP (absent when the relay is off): listening sockets owned until handed to the worker.
+  int derp_fd = -1;
+  int port80_fd = -1;
+};
+
+// What every worker's DERP service shares (owned by the daemon, outlives the workers).
+struct DerpShared {
+  const DerpSettings* settings = nullptr;
+  server::Fabric* fabric = nullptr;
+  std::vector<int> inbox_fds;                // one eventfd per worker
+  std::vector<DerpConnCounters>* counters = nullptr;  // one per worker
+  // Filled by each worker once serving (index = worker), for /metrics; read-only for others.
+  std::vector<std::atomic<const server::RelayShard*>>* shards = nullptr;
 };
 
 class Worker {
  public:
-  Worker(WorkerPlan plan, StunCounters& counters);
+  Worker(WorkerPlan plan, StunCounters& counters, const DerpShared* derp);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -51,6 +65,7 @@ class Worker {
 
   WorkerPlan plan_;
   StunCounters& counters_;
+  const DerpShared* derp_;
   std::thread thread_;
   std::atomic<io::Loop*> loop_{nullptr};
   io::LoopStats loop_totals_;

@@ -1,0 +1,493 @@
+#include "relay/daemon/derp_service.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "relay/http/request.h"
+#include "relay/http/response.h"
+#include "relay/protocol/handshake.h"
+#include "relay/protocol/messages.h"
+
+namespace derpd::daemon {
+
+namespace {
+
+constexpr std::uint8_t kOpInbox = 1;
+constexpr std::uint16_t kTimerTick = 1;
+constexpr std::uint16_t kTimerReap = 2;
+constexpr io::Nanos kTickInterval = std::chrono::milliseconds(250);
+constexpr std::size_t kScratch = 64 * 1024;
+// Plaintext pulled from the shard per TLS record batch, and the ciphertext backlog above which we
+// wait for the socket to drain before encrypting more.
+constexpr std::size_t kTlsChunk = 16 * 1024;
+constexpr std::size_t kTlsBacklog = 32 * 1024;
+// Request-head bytes buffered before routing (a head longer than the parser's limit is refused).
+constexpr std::size_t kMaxHttpBuffered = http::kMaxHeadSize + 1024;
+
+}  // namespace
+
+// One accepted TCP connection, from the first HTTP byte to the end of its DERP session.
+struct DerpService::Conn final : io::StreamSink {
+  enum class State : std::uint8_t { kHttp, kHandshake, kDerp, kDead };
+
+  DerpService* svc = nullptr;
+  io::TcpListener* listener = nullptr;
+  std::uint32_t index = 0;
+  io::TcpConnection::Ptr tcp;
+  std::unique_ptr<tls::TlsConnection> tls;
+  State state = State::kHttp;
+  bool port80 = false;
+  bool not_ideal = false;
+  bool registered = false;
+  bool write_deadline = false;
+  bool closing = false;  // close_after_flush() in progress
+  Endpoint remote;
+  std::string http_in;  // request-head bytes not yet routed (bounded by kMaxHttpBuffered)
+  protocol::FrameReader reader{protocol::server_handshake_limits()};
+  server::ClientId id;
+
+  void on_data(io::TcpConnection& c, Bytes data) override;
+  void on_peer_closed(io::TcpConnection& c) override;
+  void on_error(io::TcpConnection& c, io::TcpError e, int err) override;
+  void on_drained(io::TcpConnection& c) override;
+  void on_closed(io::TcpConnection& c) override;
+
+  void on_plain(Bytes data);
+  void on_http(Bytes data);
+  void on_derp(Bytes data);
+  void on_frame(const protocol::Frame& f);
+  void handshake(const protocol::Frame& f);
+  // Writes bytes for the peer (through TLS when there is TLS).
+  bool send(Bytes b);
+  void flush_tls();
+  // Ends the connection: `how` is what the shard hears when it was registered.
+  void end(server::ConnEnd how);
+  void end_after_flush();
+};
+
+DerpService::DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings& settings, server::Fabric& fabric,
+                         server::WorkerId worker, int listen_fd, int port80_fd, std::vector<int> inbox_fds,
+                         DerpConnCounters& counters)
+    : loop_(loop),
+      tcp_(tcp),
+      settings_(settings),
+      shard_(
+          [&] {
+            server::ShardConfig sc;
+            sc.worker = worker;
+            sc.server_key = settings.server_public;
+            return sc;
+          }(),
+          fabric),
+      worker_(worker),
+      inbox_fds_(std::move(inbox_fds)),
+      slot_(loop.attach(this)),
+      counters_(counters),
+      scratch_(new std::byte[kScratch]) {
+  io::TcpListenerOptions lo;
+  lo.max_connections = settings.max_connections;
+  if (listen_fd >= 0) listener_ = std::make_unique<io::TcpListener>(loop, listen_fd, *this, lo);
+  if (port80_fd >= 0) port80_ = std::make_unique<io::TcpListener>(loop, port80_fd, *this, lo);
+}
+
+DerpService::~DerpService() {
+  stop();
+  loop_.detach(slot_);
+}
+
+void DerpService::start() {
+  if (listener_) listener_->start();
+  if (port80_) port80_->start();
+  arm_inbox();
+  loop_.add_timer(slot_, loop_.now() + kTickInterval, kTimerTick);
+}
+
+void DerpService::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  if (listener_) listener_->close();
+  if (port80_) port80_->close();
+  for (auto& c : conns_)
+    if (c && c->state != Conn::State::kDead) c->end(server::ConnEnd::kShutdown);
+}
+
+void DerpService::arm_inbox() {
+  loop_.ring().prep_read(inbox_fds_[worker_], &inbox_buf_, sizeof inbox_buf_, loop_.user_data(slot_, kOpInbox));
+}
+
+void DerpService::on_completion(const io::UserData& ud, const io::Completion&) {
+  if (ud.op != kOpInbox || stopping_) return;
+  shard_.poll_inbox();
+  flush_outputs();
+  arm_inbox();
+}
+
+void DerpService::on_timer(std::uint16_t cookie) {
+  if (cookie == kTimerReap) {
+    // Connections that ended inside their own callbacks are freed here, outside any of them.
+    for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+      if (conns_[i] && conns_[i]->state == Conn::State::kDead) {
+        conns_[i].reset();
+        free_conns_.push_back(i);
+      }
+    }
+    return;
+  }
+  if (stopping_) return;
+  const io::Nanos now = loop_.now();
+  shard_.poll_inbox();
+  shard_.tick(now);
+  flush_outputs();
+  loop_.add_timer(slot_, now + kTickInterval, kTimerTick);
+}
+
+void DerpService::on_accept(io::TcpListener& l, int fd) {
+  if (stopping_) {
+    ::close(fd);
+    l.connection_closed();
+    return;
+  }
+  std::uint32_t index;
+  if (!free_conns_.empty()) {
+    index = free_conns_.back();
+    free_conns_.pop_back();
+  } else {
+    index = static_cast<std::uint32_t>(conns_.size());
+    conns_.emplace_back();
+  }
+  auto c = std::make_unique<Conn>();
+  c->svc = this;
+  c->listener = &l;
+  c->index = index;
+  c->port80 = &l == port80_.get();
+  c->remote = io::peer_endpoint(fd).value_or(Endpoint{});
+  io::TcpConnectionOptions opts;
+  c->tcp = io::TcpConnection::open(tcp_, fd, *c, opts);
+  if (settings_.tls != nullptr && !c->port80) {
+    auto t = tls::TlsConnection::accept(*settings_.tls);
+    if (!t) {
+      counters_.tls_errors.inc();
+      c->tcp.reset();
+      l.connection_closed();
+      free_conns_.push_back(index);
+      return;
+    }
+    c->tls = std::move(t).value();
+  }
+  c->tcp->set_deadline(loop_.now() + settings_.handshake_timeout);
+  conns_[index] = std::move(c);
+}
+
+DerpService::Conn* DerpService::conn_for(server::ClientId id) {
+  if (id.slot >= by_client_slot_.size()) return nullptr;
+  Conn* c = by_client_slot_[id.slot];
+  return c != nullptr && c->registered && c->id == id ? c : nullptr;
+}
+
+void DerpService::flush_outputs() {
+  shard_.take_outputs(outputs_);
+  for (const auto& cl : outputs_.closes) {
+    if (Conn* c = conn_for(cl.id)) c->end(server::ConnEnd::kRequested);
+  }
+  for (server::ClientId id : outputs_.writable) {
+    if (Conn* c = conn_for(id)) pump(*c);
+  }
+  for (server::WorkerId w : outputs_.wake) {
+    if (w == worker_ || w >= inbox_fds_.size()) continue;
+    std::uint64_t one = 1;
+    ssize_t r = ::write(inbox_fds_[w], &one, sizeof one);
+    (void)r;  // EAGAIN: a wake-up is already pending
+  }
+}
+
+void DerpService::pump(Conn& c) {
+  if (c.state != Conn::State::kDerp || !c.tcp || !c.tcp->is_open()) return;
+  while (shard_.has_output(c.id)) {
+    if (c.tls) {
+      c.flush_tls();
+      if (c.tls->pending_ciphertext_bytes() >= kTlsBacklog) break;
+      std::size_t n = shard_.pull(c.id, MutBytes(scratch_.get(), kTlsChunk));
+      if (n == 0) break;
+      auto w = c.tls->write_plaintext(Bytes(scratch_.get(), n));
+      if (!w || *w != n) {
+        counters_.tls_errors.inc();
+        c.end(server::ConnEnd::kWriteError);
+        return;
+      }
+      c.flush_tls();
+    } else {
+      std::size_t want = std::min({c.tcp->write_room(), shard_.pending_bytes(c.id), kScratch});
+      if (want == 0) break;
+      MutBytes span = c.tcp->reserve(want);
+      if (span.empty()) break;
+      std::size_t n = shard_.pull(c.id, span);
+      c.tcp->commit(n);
+      if (n == 0) break;
+    }
+  }
+  if (c.tcp && c.tcp->queued_bytes() > 0 && !c.write_deadline) {
+    // derper's write timeout: a client whose socket does not take our bytes in time is dropped.
+    c.write_deadline = true;
+    c.tcp->set_deadline(loop_.now() + shard_.write_timeout(c.id));
+  }
+}
+
+void DerpService::remove(Conn& c) {
+  c.state = Conn::State::kDead;
+  loop_.add_timer(slot_, loop_.now(), kTimerReap);
+}
+
+// --- Conn ----------------------------------------------------------------------------------------
+
+void DerpService::Conn::on_data(io::TcpConnection&, Bytes data) {
+  if (state == State::kDead || closing) return;
+  if (!tls) {
+    on_plain(data);
+    return;
+  }
+  tls->feed_ciphertext(data);
+  if (!tls->handshake_done()) {
+    auto hs = tls->handshake();
+    flush_tls();
+    if (!hs.ok()) {
+      if (hs.error() == tls::TlsError::kHttpRequest && tcp) {
+        // Plain HTTP on the TLS port: answer as Go's server does, then hang up.
+        static constexpr std::string_view kBad =
+            "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+        (void)tcp->write(as_bytes(kBad));
+      }
+      svc->counters_.tls_errors.inc();
+      end_after_flush();
+      return;
+    }
+    if (!tls->handshake_done()) return;
+  }
+  std::byte* buf = svc->scratch_.get();
+  for (;;) {
+    auto r = tls->read_plaintext(MutBytes(buf, kScratch));
+    if (!r) {
+      flush_tls();
+      if (r.error() != tls::TlsError::kPeerClosed) svc->counters_.tls_errors.inc();
+      end_after_flush();
+      return;
+    }
+    if (*r == 0) break;
+    // The scratch buffer is reused by pump(); frames that span reads are copied by the reader.
+    on_plain(Bytes(buf, *r));
+    if (state == State::kDead) return;
+  }
+  flush_tls();
+  svc->flush_outputs();
+}
+
+void DerpService::Conn::on_plain(Bytes data) {
+  if (state == State::kHttp) {
+    on_http(data);
+  } else if (state == State::kHandshake || state == State::kDerp) {
+    on_derp(data);
+  }
+  if (!tls) svc->flush_outputs();
+}
+
+void DerpService::Conn::on_http(Bytes data) {
+  if (http_in.size() + data.size() > kMaxHttpBuffered) {
+    // Only possible with pipelined junk or a head past the limit: the parser says which.
+    data = data.first(std::min(data.size(), kMaxHttpBuffered - http_in.size()));
+  }
+  http_in.append(reinterpret_cast<const char*>(data.data()), data.size());
+  while (state == State::kHttp && !http_in.empty()) {
+    auto head = http::parse_request_head(as_bytes(http_in));
+    if (!head) {
+      if (head.error() == http::ParseError::kIncomplete) return;
+      const bool large = head.error() != http::ParseError::kMalformed;
+      std::string resp;
+      http::Header h[] = {{"Content-Type", "text/plain; charset=utf-8"}, {"Connection", "close"}};
+      http::append_response(resp, large ? 431 : 400, h, large ? "request header too large\n" : "bad request\n");
+      send(as_bytes(resp));
+      end_after_flush();
+      return;
+    }
+    svc->counters_.http_requests.inc();
+    http::Route r = http::route(*head, svc->settings_.site, "{}");
+    if (r.kind == http::RouteKind::kRespond) {
+      send(as_bytes(r.response));
+      if (r.close_after || head->has_body()) {
+        end_after_flush();
+        return;
+      }
+      http_in.erase(0, head->head_size);
+      if (tcp) tcp->set_deadline(svc->loop_.now() + svc->settings_.http_idle_timeout);
+      continue;
+    }
+    if (r.kind == http::RouteKind::kUpgradeWebSocket) {
+      // WebSocket transport is not served yet: refuse cleanly rather than half-work.
+      std::string resp;
+      http::Header h[] = {{"Content-Type", "text/plain; charset=utf-8"}, {"Connection", "close"}};
+      http::append_response(resp, 501, h, "DERP over WebSocket is not supported by this server yet\n");
+      send(as_bytes(resp));
+      end_after_flush();
+      return;
+    }
+    // /derp upgrade: the 101 (unless fast start), then ServerKey; bytes after the head are DERP.
+    svc->counters_.upgrades.inc();
+    not_ideal = head->header("Ideal-Node").has_value();
+    std::string rest = http_in.substr(head->head_size);
+    http_in.clear();
+    http_in.shrink_to_fit();
+    if (!r.response.empty()) send(as_bytes(r.response));
+    std::byte key_frame[protocol::kFrameHeaderLen + 8 + protocol::kKeyLen];
+    std::size_t n = protocol::write_server_key(key_frame, svc->settings_.server_public);
+    send(Bytes(key_frame, n));
+    state = State::kHandshake;
+    svc->shard_.note_accept();
+    if (!rest.empty()) on_derp(as_bytes(rest));
+    return;
+  }
+}
+
+void DerpService::Conn::on_derp(Bytes data) {
+  protocol::Frame f;
+  while (state == State::kHandshake || state == State::kDerp) {
+    auto st = reader.next(data, f);
+    if (st == protocol::FrameReader::Status::kNeedMore) break;
+    if (st == protocol::FrameReader::Status::kError) {
+      if (state == State::kHandshake)
+        svc->counters_.handshake_errors.inc();
+      else
+        svc->counters_.protocol_errors.inc();
+      end(server::ConnEnd::kProtocolError);
+      return;
+    }
+    on_frame(f);
+  }
+  if (state == State::kDerp && reader.idle()) reader.release_memory();
+}
+
+void DerpService::Conn::on_frame(const protocol::Frame& f) {
+  if (state == State::kHandshake) {
+    handshake(f);
+    return;
+  }
+  auto msg = protocol::parse_client_message(f);
+  if (!msg) {
+    svc->counters_.protocol_errors.inc();
+    end(server::ConnEnd::kProtocolError);
+    return;
+  }
+  if (!svc->shard_.frame_received(id, *msg, svc->loop_.now())) {
+    if (tcp) tcp->pause_reading();
+  }
+}
+
+void DerpService::Conn::handshake(const protocol::Frame& f) {
+  auto hello = protocol::open_client_info(f, svc->settings_.server_private);
+  if (!hello) {
+    svc->counters_.handshake_errors.inc();
+    spdlog::debug("derp: handshake from {} failed: {}", remote.to_string(), protocol::to_string(hello.error()));
+    end(server::ConnEnd::kProtocolError);
+    return;
+  }
+  server::ClientParams p;
+  p.key = hello->key;
+  p.remote = remote;
+  p.mesh_peer = protocol::is_mesh_peer(hello->info, svc->settings_.mesh_key);
+  p.prober = hello->info.is_prober;
+  p.can_ack_pings = hello->info.can_ack_pings;
+  p.not_ideal = not_ideal;
+
+  std::byte info[512];
+  auto n = protocol::write_server_info(info, svc->settings_.server_private, p.key);
+  if (!n) {
+    end(server::ConnEnd::kProtocolError);
+    return;
+  }
+  send(Bytes(info, *n));
+  id = svc->shard_.client_registered(p, svc->loop_.now());
+  registered = true;
+  if (svc->by_client_slot_.size() <= id.slot) svc->by_client_slot_.resize(id.slot + 1, nullptr);
+  svc->by_client_slot_[id.slot] = this;
+  state = State::kDerp;
+  reader.set_limits(protocol::server_limits());
+  if (tcp) tcp->clear_deadline();
+}
+
+bool DerpService::Conn::send(Bytes b) {
+  if (!tcp || !tcp->is_open()) return false;
+  if (!tls) return tcp->write(b).ok();
+  auto w = tls->write_plaintext(b);
+  flush_tls();
+  return w.ok() && *w == b.size();
+}
+
+void DerpService::Conn::flush_tls() {
+  if (!tls || !tcp || !tcp->is_open()) return;
+  while (tls->pending_ciphertext_bytes() > 0) {
+    std::size_t k = std::min(tls->pending_ciphertext_bytes(), tcp->write_room());
+    if (k == 0) break;
+    MutBytes span = tcp->reserve(k);
+    if (span.empty()) break;
+    std::memcpy(span.data(), tls->pending_ciphertext().data(), k);
+    tcp->commit(k);
+    tls->consume_ciphertext(k);
+  }
+}
+
+void DerpService::Conn::on_drained(io::TcpConnection&) {
+  if (state == State::kDead || closing) return;
+  if (write_deadline) {
+    write_deadline = false;
+    if (tcp) tcp->clear_deadline();
+  }
+  flush_tls();
+  if (state == State::kDerp) svc->pump(*this);
+}
+
+void DerpService::Conn::on_peer_closed(io::TcpConnection&) { end(server::ConnEnd::kPeerClosed); }
+
+void DerpService::Conn::on_error(io::TcpConnection&, io::TcpError e, int) {
+  const bool timeout = e == io::TcpError::kDeadline || e == io::TcpError::kIdleTimeout;
+  if (timeout) svc->counters_.timeouts.inc();
+  // A deadline in the DERP state is the write timeout: the frames of the last pull never left.
+  const bool write_side = e == io::TcpError::kBrokenPipe || e == io::TcpError::kSendFailed || timeout;
+  end(write_side ? server::ConnEnd::kWriteError : server::ConnEnd::kReadError);
+}
+
+void DerpService::Conn::on_closed(io::TcpConnection&) { end(server::ConnEnd::kPeerClosed); }
+
+void DerpService::Conn::end_after_flush() {
+  if (state == State::kDead || closing) return;
+  if (!tcp || !tcp->is_open()) {
+    end(server::ConnEnd::kPeerClosed);
+    return;
+  }
+  flush_tls();
+  if (registered) {
+    registered = false;
+    svc->by_client_slot_[id.slot] = nullptr;
+    svc->shard_.client_closed(id, server::ConnEnd::kPeerClosed);
+  }
+  closing = true;  // nothing more is read; on_closed() finishes once the queue has drained
+  tcp->close_after_flush();
+  if (tcp->is_closed()) end(server::ConnEnd::kPeerClosed);
+}
+
+void DerpService::Conn::end(server::ConnEnd how) {
+  if (state == State::kDead) return;
+  if (registered) {
+    registered = false;
+    svc->by_client_slot_[id.slot] = nullptr;
+    svc->shard_.client_closed(id, how);
+  }
+  tcp.reset();  // closes (or finishes closing) the socket; frees itself when the kernel is done
+  tls.reset();
+  listener->connection_closed();
+  svc->remove(*this);
+}
+
+}  // namespace derpd::daemon

@@ -1,0 +1,150 @@
+#include "relay/daemon/derp_setup.h"
+
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "relay/daemon/node_key.h"
+#include "relay/io/tcp_listener.h"
+#include "relay/tls/certs.h"
+
+namespace derpd::daemon {
+
+namespace {
+
+std::string read_small_file(const std::string& path) {
+  auto text = tls::read_pem_file(path, "mesh key file");  // same bounded regular-file read
+  if (!text) throw std::runtime_error(text.error());
+  return *text;
+}
+
+int listen_tcp(Endpoint& addr) {
+  int err = 0;
+  auto fd = io::open_tcp_listener(addr, 4096, err);
+  if (!fd) throw std::runtime_error(fmt::format("cannot listen on tcp {}: {}", addr.to_string(), std::strerror(err)));
+  if (addr.port == 0)
+    if (auto e = io::local_endpoint(*fd)) addr.port = e->port;
+  return *fd;
+}
+
+// One file descriptor per connection: raise the soft limit to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
+    : counters_(workers), shards_(workers) {
+  if (!protocol::crypto_init()) throw std::runtime_error("libsodium failed to initialise");
+  raise_fd_limit();
+
+  LoadedKey key = load_or_create_node_key(cfg.key_file);
+  settings_.server_private = key.key;
+  settings_.server_public = key.key.public_key();
+  if (key.created) spdlog::info("created node key {}", cfg.key_file);
+  spdlog::info("node key {}", settings_.server_public.to_string());
+
+  if (!cfg.mesh_psk_file.empty()) {
+    auto mk = protocol::MeshKey::parse(read_small_file(cfg.mesh_psk_file));
+    if (!mk) throw std::runtime_error(fmt::format("mesh key file {}: must hold 64 hex characters", cfg.mesh_psk_file));
+    settings_.mesh_key = *mk;
+  } else if (const char* env = std::getenv("TAILSCALE_DERPER_MESH_KEY"); env != nullptr && *env != '\0') {
+    auto mk = protocol::MeshKey::parse(env);
+    if (!mk) throw std::runtime_error("TAILSCALE_DERPER_MESH_KEY: must hold 64 hex characters");
+    settings_.mesh_key = *mk;
+  }
+
+  settings_.site.server_key_hex = std::string(settings_.server_public.to_string().substr(8));
+  settings_.site.derp_enabled = true;
+  settings_.site.home = cfg.home;
+
+  if (config::serves_tls(cfg)) {
+    tls::TlsSettings ts;
+    ts.hostname = cfg.hostname;
+    std::memcpy(ts.server_public_key.data(), settings_.server_public.data(), ts.server_public_key.size());
+    if (cfg.certmode == config::CertMode::kLetsEncrypt) {
+      throw std::runtime_error(
+          "-certmode letsencrypt needs a built-in ACME client, which derpd does not have yet: get a certificate "
+          "with any ACME client and use -certmode manual -certdir DIR (files <hostname>.crt and <hostname>.key)");
+    }
+    auto [crt, key_path] = config::manual_cert_paths(cfg);
+    if (cfg.certmode == config::CertMode::kDev) {
+      // A self-signed certificate, kept in certdir when one is given so the pin stays stable.
+      Result<tls::SelfSignedCert, std::string> cert =
+          cfg.certdir.empty() ? tls::generate_self_signed(cfg.hostname, std::time(nullptr))
+                              : tls::load_or_create_self_signed(crt, key_path, cfg.hostname);
+      if (!cert) throw std::runtime_error(cert.error());
+      auto ctx = tls::TlsContext::from_pem(ts, cert->cert_pem, cert->key_pem);
+      if (!ctx) throw std::runtime_error(ctx.error());
+      tls_ = std::move(ctx).value();
+    } else {
+      auto ctx = tls::TlsContext::from_files(ts, crt, key_path);
+      if (!ctx) throw std::runtime_error(ctx.error());
+      tls_ = std::move(ctx).value();
+    }
+    settings_.tls = tls_.get();
+  }
+
+  fabric_ = std::make_unique<server::Fabric>(static_cast<std::uint16_t>(workers));
+  for (unsigned w = 0; w < workers; ++w) {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) throw std::runtime_error("eventfd failed");
+    shared_.inbox_fds.push_back(fd);
+  }
+
+  bound_ = cfg.derp_addr;
+  Endpoint http80{cfg.derp_addr.addr, 0};
+  const bool want80 = settings_.tls != nullptr && cfg.http_port > 0;
+  for (unsigned w = 0; w < workers; ++w) {
+    derp_fds_.push_back(listen_tcp(bound_));
+    if (want80) {
+      http80.port = static_cast<std::uint16_t>(cfg.http_port);
+      port80_fds_.push_back(listen_tcp(http80));
+      port80_ = cfg.http_port;
+    }
+  }
+
+  shared_.settings = &settings_;
+  shared_.fabric = fabric_.get();
+  shared_.counters = &counters_;
+  shared_.shards = &shards_;
+}
+
+DerpSetup::~DerpSetup() {
+  for (int fd : derp_fds_)
+    if (fd >= 0) close(fd);
+  for (int fd : port80_fds_)
+    if (fd >= 0) close(fd);
+  for (int fd : shared_.inbox_fds) close(fd);
+}
+
+void DerpSetup::hand_over(WorkerPlan& plan) {
+  plan.derp_fd = std::exchange(derp_fds_[plan.index], -1);
+  if (plan.index < port80_fds_.size()) plan.port80_fd = std::exchange(port80_fds_[plan.index], -1);
+}
+
+std::string DerpSetup::derp_map_json(const config::Config& cfg, int stun_port) const {
+  nlohmann::json node = {{"Name", "900a"},      {"RegionID", 900}, {"HostName", cfg.hostname},
+                         {"DERPPort", bound_.port}, {"STUNPort", cfg.stun_enabled ? stun_port : -1}};
+  if (auto ip = IpAddr::parse(cfg.hostname)) node[ip->is_v4() ? "IPv4" : "IPv6"] = cfg.hostname;
+  if (tls_ != nullptr && cfg.certmode == config::CertMode::kDev) node["CertName"] = tls_->current()->cert_name();
+  if (tls_ == nullptr) node["InsecureForTests"] = true;
+  nlohmann::json region = {{"RegionID", 900}, {"RegionCode", "derpd"}, {"RegionName", "derpd"},
+                           {"Nodes", nlohmann::json::array({node})}};
+  return nlohmann::json{{"Regions", {{"900", region}}}}.dump();
+}
+
+}  // namespace derpd::daemon
