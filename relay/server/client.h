@@ -85,7 +85,7 @@ struct Client {
   // --- status ---
   bool preferred = false;          // NotePreferred(true)
   bool watcher = false;            // sent WatchConns (mesh only)
-  bool in_ready = false;           // listed in outputs().writable
+  bool in_ready = false;           // listed in ShardOutputs::writable
   bool pong_pending = false;
   bool keepalive_pending = false;
   protocol::PingData pong{};

@@ -136,7 +136,7 @@ class RelayShard {
   std::size_t poll_inbox(std::size_t budget = 1024);
   // Earliest time tick() has work (a keep-alive is due); nullopt if none is scheduled.
   std::optional<Nanos> next_deadline() const;
-  // Asks every connection to close (outputs().closes).
+  // Asks every connection to close (ShardOutputs::closes).
   void close_all(CloseReason reason);
 
   // Outbound mesh links.

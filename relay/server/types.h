@@ -48,7 +48,7 @@ struct ClientParams {
   bool not_ideal = false;    // the upgrade request carried an Ideal-Node header
 };
 
-// Why the shard wants a connection closed (outputs().closes).
+// Why the shard wants a connection closed (ShardOutputs::closes).
 enum class CloseReason : std::uint8_t {
   kNotMeshPeer,     // WatchConns / ClosePeer / ForwardPacket without the mesh key ("insufficient permissions")
   kClosedByMeshPeer,// a mesh peer sent ClosePeer for this key
@@ -60,7 +60,7 @@ std::string_view to_string(CloseReason r);
 
 // How a connection ended, as the io layer reports it in client_closed().
 enum class ConnEnd : std::uint8_t {
-  kRequested,      // the shard asked for the close (outputs().closes)
+  kRequested,      // the shard asked for the close (ShardOutputs::closes)
   kPeerClosed,     // EOF from the peer
   kProtocolError,  // the frame reader or parser refused a frame
   kReadError,      // recv failed
