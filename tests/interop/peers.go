@@ -2,8 +2,7 @@ package interop
 
 // DERP servers for the client interop tests, started on loopback and stopped (by PID) in
 // t.Cleanup: Tailscale's derper, built from the pinned module (go.mod: tool tailscale.com/cmd/derper),
-// and, once the relay serves DERP, derpd. Tests range over derpServers, so adding a server is one
-// line there.
+// and derpd. Tests range over derpServers, so adding a server is one line there.
 
 import (
 	"context"
@@ -71,7 +70,7 @@ type serverKind struct {
 // derpServers: every DERP server implementation the client tests run against.
 var derpServers = []serverKind{
 	{"derper", startDerper},
-	// {"derpd", startDerpdRelay}, // once derpd serves DERP
+	{"derpd", startDerpdRelay},
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -194,23 +193,21 @@ func startDerper(t *testing.T, o serverOpts) *derpServer {
 	return startDerpLike(t, "derper", derperBinary(t), o)
 }
 
-// startDerpdRelay runs derpd (DERPD_BIN) exactly as derper: derpd takes derper's flags. To run the
-// client tests against derpd, add {"derpd", startDerpdRelay} to derpServers.
+// startDerpdRelay runs derpd (DERPD_BIN) exactly as derper: derpd takes derper's flags.
 func startDerpdRelay(t *testing.T, o serverOpts) *derpServer {
 	t.Helper()
 	bin := os.Getenv("DERPD_BIN")
 	if bin == "" {
 		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
 	}
-	return startDerpLike(t, "derpd", bin, o)
+	// Metrics off: tests run several nodes at once, and 127.0.0.1:9100 is the default.
+	return startDerpLike(t, "derpd", bin, o, "--metrics-addr", "127.0.0.1:0", "--workers", "2")
 }
-
-var _ = startDerpdRelay // referenced once derpd is listed in derpServers
 
 // startDerpLike runs a server that takes derper's flags on 127.0.0.1 (no STUN, no port 80). With
 // TLS it uses -certmode manual, hostname 127.0.0.1 and a fresh self-signed certificate for that IP
 // in -certdir; derper serves its DERP meta cert after it, so TLS 1.3 clients get fast start.
-func startDerpLike(t *testing.T, name, bin string, o serverOpts) *derpServer {
+func startDerpLike(t *testing.T, name, bin string, o serverOpts, extra ...string) *derpServer {
 	t.Helper()
 	dir := t.TempDir()
 	port := freePort(t)
@@ -237,7 +234,7 @@ func startDerpLike(t *testing.T, name, bin string, o serverOpts) *derpServer {
 		}
 		args = append(args, "-mesh-psk-file", f)
 	}
-	startProcess(t, addr, bin, args...)
+	startProcess(t, addr, bin, append(args, extra...)...)
 	return s
 }
 
