@@ -90,6 +90,8 @@ DerpService::DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings
       slot_(loop.attach(this)),
       counters_(counters),
       scratch_(new std::byte[kScratch]) {
+  site80_ = settings.site;
+  site80_.port80 = true;
   io::TcpListenerOptions lo;
   lo.max_connections = settings.max_connections;
   if (listen_fd >= 0) listener_ = std::make_unique<io::TcpListener>(loop, listen_fd, *this, lo);
@@ -280,7 +282,7 @@ void DerpService::Conn::on_data(io::TcpConnection&, Bytes data) {
     if (*r == 0) break;
     // The scratch buffer is reused by pump(); frames that span reads are copied by the reader.
     on_plain(Bytes(buf, *r));
-    if (state == State::kDead) return;
+    if (state == State::kDead || closing) return;
   }
   flush_tls();
   svc->flush_outputs();
@@ -314,7 +316,7 @@ void DerpService::Conn::on_http(Bytes data) {
       return;
     }
     svc->counters_.http_requests.inc();
-    http::Route r = http::route(*head, svc->settings_.site, "{}");
+    http::Route r = http::route(*head, port80 ? svc->site80_ : svc->settings_.site, "{}");
     if (r.kind == http::RouteKind::kRespond) {
       send(as_bytes(r.response));
       if (r.close_after || head->has_body()) {

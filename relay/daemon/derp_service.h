@@ -90,6 +90,7 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   io::Loop& loop_;
   io::TcpContext& tcp_;
   const DerpSettings& settings_;
+  http::SiteConfig site80_;  // the plain-HTTP port's routes (redirects to https)
   server::RelayShard shard_;
   server::WorkerId worker_;
   std::unique_ptr<io::TcpListener> listener_;
