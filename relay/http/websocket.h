@@ -26,7 +26,7 @@
 //                then send the output as above.
 //   to close:    ws.close(WsCloseCode::kNormal), send, then wait (bounded) for feed() to return
 //                kPeerClosed, or close the socket after a timeout.
-//   when quiet:  ws.release_memory() frees libwslay's context (about 8.6 KB) if no frame is
+//   when quiet:  ws.release_memory() frees libwslay's context (about 8.8 KB) if no frame is
 //                half-received; it comes back by itself on the next call.
 //
 // Messages. Incoming: only binary messages (fragmented or not, control frames may interleave).
@@ -46,7 +46,7 @@
 //   the peer makes us queue control replies (pongs) past the output limit without reading ->
 //   kOutputOverflow with no Close (our output is not moving anyway).
 //
-// Memory: libwslay's context (about 8.6 KB: two 4 KiB frame buffers) is created on the first
+// Memory: libwslay's context (about 8.8 KB of heap: two 4 KiB frame buffers) is created on the first
 // feed/write/close and freed by release_memory() when no frame or fragmented message is half
 // received; the output queue is freed (not just emptied) whenever it drains. An idle connection
 // after release_memory() costs sizeof(WebSocketServer) and no heap. Each written message costs
@@ -180,7 +180,7 @@ class WebSocketServer {
   bool idle() const;
   // Frees libwslay's context if it holds no partial frame or message and the connection is open
   // (the output queue frees itself when drained). Cheap to call; recreating the context costs a
-  // 8.6 KB allocation, so call it when the connection goes quiet rather than after every feed.
+  // 8.8 KB allocation, so call it when the connection goes quiet rather than after every feed.
   void release_memory();
   // libwslay's context exists right now.
   bool has_context() const { return ctx_ != nullptr; }
