@@ -11,6 +11,7 @@
 
 #include "relay/http/request.h"
 #include "relay/http/response.h"
+#include "relay/http/websocket.h"
 #include "relay/protocol/handshake.h"
 #include "relay/protocol/messages.h"
 
@@ -33,7 +34,7 @@ constexpr std::size_t kMaxHttpBuffered = http::kMaxHeadSize + 1024;
 }  // namespace
 
 // One accepted TCP connection, from the first HTTP byte to the end of its DERP session.
-struct DerpService::Conn final : io::StreamSink {
+struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   enum class State : std::uint8_t { kHttp, kHandshake, kDerp, kDead };
 
   DerpService* svc = nullptr;
@@ -41,6 +42,7 @@ struct DerpService::Conn final : io::StreamSink {
   std::uint32_t index = 0;
   io::TcpConnection::Ptr tcp;
   std::unique_ptr<tls::TlsConnection> tls;
+  std::unique_ptr<http::WebSocketServer> ws;  // DERP inside WebSocket binary messages
   State state = State::kHttp;
   bool port80 = false;
   bool not_ideal = false;
@@ -58,14 +60,21 @@ struct DerpService::Conn final : io::StreamSink {
   void on_drained(io::TcpConnection& c) override;
   void on_closed(io::TcpConnection& c) override;
 
+  void on_payload(Bytes data) override { on_derp(data); }  // WebSocket message bytes
   void on_plain(Bytes data);
   void on_http(Bytes data);
   void on_derp(Bytes data);
   void on_frame(const protocol::Frame& f);
   void handshake(const protocol::Frame& f);
-  // Writes bytes for the peer (through TLS when there is TLS).
+  // Writes stream bytes (HTTP or DERP) for the peer: through WebSocket framing and TLS when the
+  // connection has them. False when they could not all be taken (the caller ends the connection).
   bool send(Bytes b);
+  // Writes socket-level bytes (already WebSocket-framed) through TLS or straight to TCP.
+  bool send_wire(Bytes b);
+  void flush_ws();
   void flush_tls();
+  // Whether another chunk of kTlsChunk stream bytes can be taken without overflowing a layer.
+  bool room_for_chunk() const;
   // Ends the connection: `how` is what the shard hears when it was registered.
   void end(server::ConnEnd how);
   void end_after_flush();
@@ -211,19 +220,8 @@ void DerpService::flush_outputs() {
 void DerpService::pump(Conn& c) {
   if (c.state != Conn::State::kDerp || !c.tcp || !c.tcp->is_open()) return;
   while (shard_.has_output(c.id)) {
-    if (c.tls) {
-      c.flush_tls();
-      if (c.tls->pending_ciphertext_bytes() >= kTlsBacklog) break;
-      std::size_t n = shard_.pull(c.id, MutBytes(scratch_.get(), kTlsChunk));
-      if (n == 0) break;
-      auto w = c.tls->write_plaintext(Bytes(scratch_.get(), n));
-      if (!w || *w != n) {
-        counters_.tls_errors.inc();
-        c.end(server::ConnEnd::kWriteError);
-        return;
-      }
-      c.flush_tls();
-    } else {
+    if (!c.tls && !c.ws) {
+      // Plain TCP: frames are pulled straight into the connection's send queue.
       std::size_t want = std::min({c.tcp->write_room(), shard_.pending_bytes(c.id), kScratch});
       if (want == 0) break;
       MutBytes span = c.tcp->reserve(want);
@@ -231,6 +229,17 @@ void DerpService::pump(Conn& c) {
       std::size_t n = shard_.pull(c.id, span);
       c.tcp->commit(n);
       if (n == 0) break;
+      continue;
+    }
+    c.flush_ws();
+    c.flush_tls();
+    if (!c.room_for_chunk()) break;  // on_drained() pumps again
+    std::size_t n = shard_.pull(c.id, MutBytes(scratch_.get(), kTlsChunk));
+    if (n == 0) break;
+    if (!c.send(Bytes(scratch_.get(), n))) {
+      counters_.tls_errors.inc();
+      c.end(server::ConnEnd::kWriteError);
+      return;
     }
   }
   if (c.tcp && c.tcp->queued_bytes() > 0 && !c.write_deadline) {
@@ -291,6 +300,14 @@ void DerpService::Conn::on_data(io::TcpConnection&, Bytes data) {
 void DerpService::Conn::on_plain(Bytes data) {
   if (state == State::kHttp) {
     on_http(data);
+  } else if (ws) {
+    auto st = ws->feed(data, *this);
+    flush_ws();
+    if (!st.ok() && state != State::kDead) {
+      if (st.error() != http::WsError::kPeerClosed) svc->counters_.protocol_errors.inc();
+      end_after_flush();
+      return;
+    }
   } else if (state == State::kHandshake || state == State::kDerp) {
     on_derp(data);
   }
@@ -328,13 +345,9 @@ void DerpService::Conn::on_http(Bytes data) {
       continue;
     }
     if (r.kind == http::RouteKind::kUpgradeWebSocket) {
-      // WebSocket transport is not served yet: refuse cleanly rather than half-work.
-      std::string resp;
-      http::Header h[] = {{"Content-Type", "text/plain; charset=utf-8"}, {"Connection", "close"}};
-      http::append_response(resp, 501, h, "DERP over WebSocket is not supported by this server yet\n");
-      send(as_bytes(resp));
-      end_after_flush();
-      return;
+      svc->counters_.websocket_upgrades.inc();
+      send_wire(as_bytes(r.response));  // the 101 itself is not inside the WebSocket
+      ws = std::make_unique<http::WebSocketServer>(http::WebSocketOptions{});
     }
     // /derp upgrade: the 101 (unless fast start), then ServerKey; bytes after the head are DERP.
     svc->counters_.upgrades.inc();
@@ -342,13 +355,13 @@ void DerpService::Conn::on_http(Bytes data) {
     std::string rest = http_in.substr(head->head_size);
     http_in.clear();
     http_in.shrink_to_fit();
-    if (!r.response.empty()) send(as_bytes(r.response));
+    if (!r.response.empty() && !ws) send(as_bytes(r.response));
     std::byte key_frame[protocol::kFrameHeaderLen + 8 + protocol::kKeyLen];
     std::size_t n = protocol::write_server_key(key_frame, svc->settings_.server_public);
     send(Bytes(key_frame, n));
     state = State::kHandshake;
     svc->shard_.note_accept();
-    if (!rest.empty()) on_derp(as_bytes(rest));
+    if (!rest.empty()) on_plain(as_bytes(rest));
     return;
   }
 }
@@ -420,11 +433,34 @@ void DerpService::Conn::handshake(const protocol::Frame& f) {
 }
 
 bool DerpService::Conn::send(Bytes b) {
+  if (!ws) return send_wire(b);
+  auto w = ws->write(b);
+  flush_ws();
+  return w.ok() && *w == b.size();
+}
+
+bool DerpService::Conn::send_wire(Bytes b) {
   if (!tcp || !tcp->is_open()) return false;
   if (!tls) return tcp->write(b).ok();
   auto w = tls->write_plaintext(b);
   flush_tls();
   return w.ok() && *w == b.size();
+}
+
+void DerpService::Conn::flush_ws() {
+  if (!ws) return;
+  while (ws->pending_output_bytes() > 0) {
+    Bytes out = ws->pending_output();
+    if (!send_wire(out)) break;
+    ws->consume_output(out.size());
+  }
+}
+
+bool DerpService::Conn::room_for_chunk() const {
+  if (!tcp || !tcp->is_open() || tcp->write_room() < 2 * kTlsChunk) return false;
+  if (tls && tls->pending_ciphertext_bytes() >= kTlsBacklog) return false;
+  if (ws && ws->pending_output_bytes() > 0) return false;
+  return true;
 }
 
 void DerpService::Conn::flush_tls() {
@@ -446,6 +482,7 @@ void DerpService::Conn::on_drained(io::TcpConnection&) {
     write_deadline = false;
     if (tcp) tcp->clear_deadline();
   }
+  flush_ws();
   flush_tls();
   if (state == State::kDerp) svc->pump(*this);
 }
@@ -488,6 +525,7 @@ void DerpService::Conn::end(server::ConnEnd how) {
   }
   tcp.reset();  // closes (or finishes closing) the socket; frees itself when the kernel is done
   tls.reset();
+  ws.reset();
   listener->connection_closed();
   svc->remove(*this);
 }
