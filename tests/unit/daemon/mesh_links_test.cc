@@ -1,0 +1,737 @@
+// Mesh links: mesh-with parsing, the worker-side bridge against a real RelayShard (a fake link
+// drives the channel by hand), and whole links against an in-process fake mesh peer on loopback.
+#include "relay/daemon/mesh_links.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "relay/protocol/handshake.h"
+#include "tests/unit/server/harness.h"
+
+namespace derpd::daemon {
+namespace {
+
+using protocol::FrameType;
+using protocol::NodePublic;
+using server::ClientId;
+using server::test::Node;
+using server::test::Rx;
+using server::test::key_homed;
+using namespace std::chrono_literals;
+
+// --- mesh-with entries ---------------------------------------------------------------------------
+
+struct TargetCase {
+  std::string entry;
+  bool tls;
+  std::string url;        // "" = skipped (this node); "error" = refused
+  std::string cert_name;
+};
+
+class ParseMeshTarget : public ::testing::TestWithParam<TargetCase> {};
+
+TEST_P(ParseMeshTarget, Resolves) {
+  const TargetCase& c = GetParam();
+  auto t = parse_mesh_target(c.entry, c.tls, "derp1.example.com", 443);
+  if (c.url == "error") {
+    ASSERT_FALSE(t.ok()) << c.entry;
+    EXPECT_NE(t.error().find(c.entry.empty() ? "empty" : c.entry), std::string::npos) << t.error();
+    return;
+  }
+  ASSERT_TRUE(t.ok()) << t.error();
+  if (c.url.empty()) {
+    EXPECT_FALSE(t->has_value()) << c.entry << " names this node";
+    return;
+  }
+  ASSERT_TRUE(t->has_value());
+  EXPECT_EQ((*t)->url, c.url);
+  EXPECT_EQ((*t)->cert_name, c.cert_name);
+  EXPECT_EQ((*t)->entry, c.entry);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Entries, ParseMeshTarget,
+    ::testing::Values(TargetCase{"derp2.example.com", true, "https://derp2.example.com/derp", ""},
+                      TargetCase{"derp2.example.com", false, "http://derp2.example.com/derp", ""},
+                      TargetCase{"derp2.example.com:8443", true, "https://derp2.example.com:8443/derp", ""},
+                      TargetCase{"127.0.0.1:3341", false, "http://127.0.0.1:3341/derp", ""},
+                      TargetCase{"[::1]:3341", false, "http://[::1]:3341/derp", ""},
+                      // host/dialhost: dial the second, check the certificate for the first.
+                      TargetCase{"derp2.example.com/10.0.0.2", true, "https://10.0.0.2/derp", "derp2.example.com"},
+                      TargetCase{"derp2.example.com:8443/10.0.0.2", true, "https://10.0.0.2:8443/derp",
+                                 "derp2.example.com"},
+                      TargetCase{"derp2.example.com/fd00::2", true, "https://[fd00::2]/derp", "derp2.example.com"},
+                      TargetCase{"derp2.example.com/10.0.0.2", false, "http://10.0.0.2/derp", ""},
+                      // Explicit URLs are taken as they are.
+                      TargetCase{"http://127.0.0.1:9/derp", true, "http://127.0.0.1:9/derp", ""},
+                      TargetCase{"https://derp1.example.com/derp", true, "https://derp1.example.com/derp", ""},
+                      // This node: its host name, with no port or its own port (any case).
+                      TargetCase{"derp1.example.com", true, "", ""},
+                      TargetCase{"DERP1.example.com", true, "", ""},
+                      TargetCase{"derp1.example.com:443", true, "", ""},
+                      TargetCase{"derp1.example.com/10.0.0.1", true, "", ""},
+                      TargetCase{"derp1.example.com:444", true, "https://derp1.example.com:444/derp", ""},
+                      // Refused.
+                      TargetCase{"", true, "error", ""}, TargetCase{"a/b/c", true, "error", ""},
+                      TargetCase{"host/", true, "error", ""}, TargetCase{"host:0", true, "error", ""},
+                      TargetCase{"host:99999", true, "error", ""}, TargetCase{"ftp://host/derp", true, "error", ""},
+                      TargetCase{"host/bad host", true, "error", ""}));
+
+TEST(MeshOptions, FromConfigNeedsTheMeshKeyAndDropsThisNode) {
+  config::Config cfg;
+  cfg.hostname = "127.0.0.1";
+  cfg.mesh_with = {"127.0.0.1:3340", "127.0.0.1:3341", "127.0.0.1:3341", "127.0.0.1:3342"};
+  const auto priv = protocol::NodePrivate::generate();
+  EXPECT_THROW(mesh_options_from_config(cfg, priv, protocol::MeshKey{}, false, 3340, 2), std::runtime_error);
+
+  auto mk = protocol::MeshKey::parse(std::string(64, 'a'));
+  ASSERT_TRUE(mk.ok());
+  MeshOptions o = mesh_options_from_config(cfg, priv, *mk, false, 3340, 2);
+  ASSERT_EQ(o.targets.size(), 2u) << "this node and the duplicate dropped";
+  EXPECT_EQ(o.targets[0].url, "http://127.0.0.1:3341/derp");
+  EXPECT_EQ(o.targets[1].url, "http://127.0.0.1:3342/derp");
+  EXPECT_EQ(o.workers, 2u);
+  EXPECT_TRUE(o.mesh_key.equals(*mk));
+
+  cfg.mesh_with = {"a/b/c"};
+  EXPECT_THROW(mesh_options_from_config(cfg, priv, *mk, false, 3340, 2), std::runtime_error);
+  cfg.mesh_with.clear();
+  EXPECT_TRUE(mesh_options_from_config(cfg, priv, protocol::MeshKey{}, false, 3340, 2).targets.empty());
+}
+
+// --- the bridge with a real shard ----------------------------------------------------------------
+
+bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1;
+}
+
+// One worker (a single-shard node) with a bridge, and a fake link thread driven by the test.
+struct BridgeRig {
+  explicit BridgeRig(std::size_t frame_ring = 1 << 20, std::size_t event_ring = 256 << 10)
+      : node(1), channel(bridge.wake_fd(), event_ring, frame_ring) {
+    bridge.add(&channel);
+  }
+
+  server::RelayShard& shard() { return node[0]; }
+
+  void post(LinkEventType t, std::uint32_t gen, const NodePublic& key = {},
+            server::ConnEnd how = server::ConnEnd::kPeerClosed) {
+    ASSERT_TRUE(channel.try_post(LinkEvent{t, how, gen, key}));
+  }
+  // The worker's turn after its wake fd fired: events, then the shard's outputs.
+  void wake() {
+    bridge.on_wake(shard(), node.now);
+    flush();
+  }
+  void flush() {
+    server::ShardOutputs out;
+    shard().take_outputs(out);
+    for (const auto& c : out.closes)
+      if (bridge.owns(c.id)) bridge.close_requested(shard(), c.id);
+    for (ClientId id : out.writable)
+      if (bridge.owns(id)) bridge.pump(shard(), id);
+  }
+  bool send(ClientId from, const NodePublic& dst, const std::vector<std::byte>& pkt) {
+    const bool open = shard().frame_received(from, protocol::SendPacket{dst, pkt}, node.now);
+    flush();
+    return open;
+  }
+  // What the link thread would write to its peer, for connection `gen`.
+  std::vector<Rx> link_frames(std::uint32_t gen, std::size_t max_records = 1 << 20) {
+    std::vector<std::byte> bytes;
+    channel.consume_frames(
+        gen,
+        [&](Bytes b) {
+          bytes.insert(bytes.end(), b.begin(), b.end());
+          return true;
+        },
+        max_records, &discarded);
+    return server::test::decode(bytes, /*link=*/true);
+  }
+
+  Node node;
+  MeshBridge bridge;
+  LinkChannel channel;
+  RelaxedCounter discarded;
+};
+
+const NodePublic kPeerServer = key_homed(500, 0, 1);
+
+TEST(MeshBridge, KeyPresentOnlyOnTheLinkGoesOutAsForwardPacket) {
+  BridgeRig rig;
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.channel.wake_worker();
+  ASSERT_TRUE(readable(rig.bridge.wake_fd())) << "the link's wake reaches the worker's fd";
+  rig.wake();
+  EXPECT_FALSE(readable(rig.bridge.wake_fd())) << "on_wake resets the eventfd";
+  EXPECT_EQ(rig.bridge.open_links(), 1u);
+  const server::ReplicaEntry* e = rig.shard().directory().find(kb);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(e->forwarder.valid());
+  EXPECT_TRUE(rig.bridge.owns(e->forwarder.client()));
+  EXPECT_FALSE(rig.bridge.owns(a));
+
+  const auto pkt = server::test::other_packet(1200, 0x5a);
+  ASSERT_TRUE(rig.send(a, kb, pkt));
+  const auto rx = rig.link_frames(1);
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].type, FrameType::kForwardPacket);
+  EXPECT_EQ(rx[0].key, ka);
+  EXPECT_EQ(rx[0].dst, kb);
+  EXPECT_EQ(rx[0].packet, pkt);
+  EXPECT_EQ(rig.node.totals().packets_forwarded_out, 1u);
+  // Nothing for a key the link never reported.
+  ASSERT_TRUE(rig.send(a, key_homed(3, 0, 1), pkt));
+  EXPECT_TRUE(rig.link_frames(1).empty());
+}
+
+TEST(MeshBridge, PeerGoneRemovesTheKeyAndTellsWhoHeardFromIt) {
+  BridgeRig rig;
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1), km = key_homed(3, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.wake();
+  // The peer node forwards a packet from kb to a (as the peer's own link to us would).
+  const ClientId m = rig.node.connect(0, km, /*mesh=*/true);
+  const auto pkt = server::test::other_packet(100);
+  ASSERT_TRUE(rig.shard().frame_received(m, protocol::ForwardPacket{kb, ka, pkt}, rig.node.now));
+  rig.flush();
+  auto rx = server::test::drain(rig.shard(), a);
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].type, FrameType::kRecvPacket);
+  EXPECT_EQ(rx[0].key, kb);
+
+  rig.post(LinkEventType::kGone, 1, kb);
+  rig.wake();
+  EXPECT_EQ(rig.shard().directory().find(kb), nullptr);
+  rx = server::test::drain(rig.shard(), a);
+  ASSERT_EQ(rx.size(), 1u) << "derper's notePeerGoneFromRegion";
+  EXPECT_EQ(rx[0].type, FrameType::kPeerGone);
+  EXPECT_EQ(rx[0].key, kb);
+  EXPECT_EQ(rx[0].reason, protocol::PeerGoneReason::kDisconnected);
+
+  // Now kb is unknown: an ordinary packet drops, a disco one earns PeerGone(not here).
+  const auto before = rig.node.totals();
+  ASSERT_TRUE(rig.send(a, kb, pkt));
+  ASSERT_TRUE(rig.send(a, kb, server::test::disco_packet()));
+  EXPECT_TRUE(rig.link_frames(1).empty());
+  EXPECT_EQ(rig.node.totals().packets_forwarded_out, before.packets_forwarded_out);
+  rx = server::test::drain(rig.shard(), a);
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].type, FrameType::kPeerGone);
+  EXPECT_EQ(rx[0].reason, protocol::PeerGoneReason::kNotHere);
+}
+
+TEST(MeshBridge, LinkClosedRemovesEveryKeyItReached) {
+  BridgeRig rig;
+  const NodePublic ka = key_homed(1, 0, 1), k1 = key_homed(2, 0, 1), k2 = key_homed(3, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, k1);
+  rig.post(LinkEventType::kPresent, 1, k2);
+  rig.wake();
+  ASSERT_NE(rig.shard().directory().find(k1), nullptr);
+  const ClientId link = rig.shard().directory().find(k1)->forwarder.client();
+
+  rig.post(LinkEventType::kClosed, 1, {}, server::ConnEnd::kReadError);
+  rig.wake();
+  EXPECT_EQ(rig.bridge.open_links(), 0u);
+  EXPECT_FALSE(rig.bridge.owns(link));
+  EXPECT_EQ(rig.shard().directory().find(k1), nullptr);
+  EXPECT_EQ(rig.shard().directory().find(k2), nullptr);
+  ASSERT_TRUE(rig.send(a, k1, server::test::other_packet(64)));
+  ASSERT_TRUE(rig.send(a, k2, server::test::other_packet(64)));
+  EXPECT_TRUE(rig.link_frames(1).empty());
+  EXPECT_EQ(rig.node.totals().packets_forwarded_out, 0u);
+
+  // Late events of the closed connection change nothing; the next connection starts clean.
+  rig.post(LinkEventType::kPresent, 1, k1);
+  rig.wake();
+  EXPECT_EQ(rig.shard().directory().find(k1), nullptr);
+  rig.post(LinkEventType::kOpened, 2, kPeerServer);
+  rig.post(LinkEventType::kPresent, 2, k2);
+  rig.wake();
+  ASSERT_TRUE(rig.send(a, k2, server::test::other_packet(64)));
+  const auto rx = rig.link_frames(2);
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].dst, k2);
+}
+
+TEST(MeshBridge, FramesPulledForABrokenConnectionAreDiscarded) {
+  BridgeRig rig;
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.wake();
+  const auto first = server::test::other_packet(300, 0x01);
+  ASSERT_TRUE(rig.send(a, kb, first));  // pulled into the ring for connection 1 ...
+  // ... which breaks before the link thread wrote it; the link redials at once.
+  rig.post(LinkEventType::kClosed, 1);
+  rig.post(LinkEventType::kOpened, 2, kPeerServer);
+  rig.post(LinkEventType::kPresent, 2, kb);
+  rig.wake();
+  const auto second = server::test::other_packet(200, 0x02);
+  ASSERT_TRUE(rig.send(a, kb, second));
+  const auto rx = rig.link_frames(2);
+  ASSERT_EQ(rx.size(), 1u) << "only connection 2's frames reach connection 2";
+  EXPECT_EQ(rx[0].packet, second);
+  EXPECT_EQ(rig.discarded.get(), protocol::frame_size(64 + first.size()));
+}
+
+TEST(MeshBridge, FullFrameRingLeavesPacketsInTheShardUntilTheLinkMakesRoom) {
+  BridgeRig rig(server::SpscByteRing::kMinCapacity);  // 4 KiB: about three 1200-byte frames
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.wake();
+  const std::size_t sent = 20;  // under the shard's queue depth (32): nothing is dropped
+  for (std::size_t i = 0; i < sent; ++i)
+    ASSERT_TRUE(rig.send(a, kb, server::test::other_packet(1200, static_cast<std::uint8_t>(i))));
+  const ClientId link = rig.shard().directory().find(kb)->forwarder.client();
+  EXPECT_TRUE(rig.shard().has_output(link)) << "the rest waits in the link's queue";
+  EXPECT_FALSE(readable(rig.bridge.wake_fd()));
+
+  // Records split frames: collect the stream, decode it at the end.
+  std::vector<std::byte> stream;
+  for (int round = 0; round < 100; ++round) {
+    rig.channel.consume_frames(
+        1,
+        [&](Bytes b) {
+          stream.insert(stream.end(), b.begin(), b.end());
+          return true;
+        },
+        1 << 20);
+    if (!rig.shard().has_output(link)) break;
+    ASSERT_TRUE(readable(rig.bridge.wake_fd())) << "consuming from a full ring wakes the worker";
+    rig.wake();
+  }
+  rig.channel.consume_frames(
+      1,
+      [&](Bytes b) {
+        stream.insert(stream.end(), b.begin(), b.end());
+        return true;
+      },
+      1 << 20);
+  const auto got = server::test::decode(stream, /*link=*/true);
+  ASSERT_EQ(got.size(), sent);
+  for (std::size_t i = 0; i < sent; ++i) EXPECT_EQ(got[i].packet[1], std::byte{static_cast<std::uint8_t>(i)}) << i;
+  EXPECT_EQ(rig.node.totals().packets_forwarded_out, sent);
+}
+
+TEST(MeshBridge, EventsBeyondTheBudgetWaitForTheNextTurn) {
+  BridgeRig rig;
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  const std::size_t n = MeshBridge::kEventBudget + 10;
+  for (std::uint32_t i = 0; i < n; ++i) rig.post(LinkEventType::kPresent, 1, key_homed(1000 + i, 0, 1));
+  rig.bridge.on_wake(rig.shard(), rig.node.now);
+  EXPECT_EQ(rig.shard().directory().size(), MeshBridge::kEventBudget - 1);
+  EXPECT_TRUE(readable(rig.bridge.wake_fd())) << "the bridge re-arms its own wake for the rest";
+  rig.bridge.on_wake(rig.shard(), rig.node.now);
+  EXPECT_EQ(rig.shard().directory().size(), n);
+}
+
+TEST(MeshBridge, FullEventRingRefusesUntilTheWorkerDrainsIt) {
+  BridgeRig rig(1 << 20, server::SpscByteRing::kMinCapacity);
+  std::uint32_t posted = 0;
+  while (rig.channel.try_post(LinkEvent{LinkEventType::kPresent, server::ConnEnd::kPeerClosed, 1,
+                                        key_homed(posted, 0, 1)}))
+    ++posted;
+  ASSERT_GT(posted, 10u);
+  ASSERT_LT(posted, 200u);
+  rig.bridge.on_wake(rig.shard(), rig.node.now);
+  EXPECT_TRUE(rig.channel.try_post(LinkEvent{LinkEventType::kOpened, server::ConnEnd::kPeerClosed, 1, kPeerServer}));
+}
+
+TEST(MeshBridge, CloseRequestedByTheShardResetsTheLink) {
+  BridgeRig rig;
+  const NodePublic kb = key_homed(2, 0, 1);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.wake();
+  ASSERT_EQ(rig.bridge.open_links(), 1u);
+  rig.shard().close_all(server::CloseReason::kShutdown);
+  rig.flush();
+  EXPECT_EQ(rig.bridge.open_links(), 0u);
+  EXPECT_EQ(rig.shard().directory().find(kb), nullptr);
+  EXPECT_TRUE(readable(rig.channel.link_fd())) << "the link thread is woken";
+  EXPECT_TRUE(rig.channel.take_reset_request());
+  EXPECT_FALSE(rig.channel.take_reset_request());
+  rig.post(LinkEventType::kPresent, 1, kb);  // in flight from the old connection: ignored
+  rig.wake();
+  EXPECT_EQ(rig.shard().directory().find(kb), nullptr);
+}
+
+TEST(MeshBridge, WaitReturnsWhenTheWorkerQueuesFrames) {
+  BridgeRig rig;
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1);
+  const ClientId a = rig.node.connect(0, ka);
+  rig.post(LinkEventType::kOpened, 1, kPeerServer);
+  rig.post(LinkEventType::kPresent, 1, kb);
+  rig.wake();
+  std::atomic<bool> woke{false};
+  std::thread link([&] {
+    rig.channel.wait(10s);
+    woke = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(woke.load());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(rig.send(a, kb, server::test::other_packet(100)));
+  link.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(rig.link_frames(1).size(), 1u);
+}
+
+// --- whole links against a fake mesh peer --------------------------------------------------------
+
+// One accepted, logged-in connection of the fake peer (blocking with poll deadlines).
+class PeerConn {
+ public:
+  PeerConn(int fd, protocol::ClientHello hello, std::vector<std::byte> rest)
+      : fd_(fd), hello_(std::move(hello)), buf_(std::move(rest)) {}
+  ~PeerConn() { close(); }
+  const protocol::ClientHello& hello() const { return hello_; }
+
+  bool write(Bytes b) {
+    while (!b.empty()) {
+      const ssize_t n = ::send(fd_, b.data(), b.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      b = b.subspan(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  bool peer_present(const NodePublic& k) {
+    std::array<std::byte, protocol::frame_size(protocol::kPeerPresentLen)> f{};
+    const std::size_t n = protocol::write_peer_present(f, k, Endpoint{*IpAddr::parse("192.0.2.1"), 41641},
+                                                       protocol::kPeerPresentIsRegular);
+    return write(Bytes(f.data(), n));
+  }
+  bool peer_gone(const NodePublic& k) {
+    std::array<std::byte, protocol::frame_size(protocol::kPeerGoneLen)> f{};
+    const std::size_t n = protocol::write_peer_gone(f, k, protocol::PeerGoneReason::kDisconnected);
+    return write(Bytes(f.data(), n));
+  }
+  struct Owned {
+    FrameType type{};
+    std::vector<std::byte> payload;
+  };
+  // The next frame from the link, or nullopt on EOF / timeout.
+  std::optional<Owned> read(std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      Bytes in(buf_);
+      protocol::Frame f;
+      const auto st = reader_.next(in, f);
+      buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(buf_.size() - in.size()));
+      if (st == protocol::FrameReader::Status::kError) return std::nullopt;
+      if (st == protocol::FrameReader::Status::kFrame)
+        return Owned{f.type, std::vector<std::byte>(f.payload.begin(), f.payload.end())};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) != 1) return std::nullopt;
+      std::array<std::byte, 16384> tmp;
+      const ssize_t n = ::recv(fd_, tmp.data(), tmp.size(), 0);
+      if (n <= 0) return std::nullopt;
+      buf_.insert(buf_.end(), tmp.begin(), tmp.begin() + n);
+    }
+  }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+  protocol::ClientHello hello_;
+  std::vector<std::byte> buf_;
+  protocol::FrameReader reader_{protocol::server_limits()};
+};
+
+// A DERP server on loopback that accepts any number of logins (the plain HTTP upgrade, ServerKey,
+// ClientInfo, ServerInfo) and hands each logged-in connection to the test.
+class FakePeer {
+ public:
+  explicit FakePeer(protocol::NodePrivate key) : key_(std::move(key)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+        ::listen(listen_fd_, 8) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+      throw std::runtime_error("fake peer: cannot listen on loopback");
+    port_ = ntohs(sa.sin_port);
+    thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~FakePeer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/derp"; }
+  int attempts() const { return attempts_.load(); }
+
+  std::unique_ptr<PeerConn> next(std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    if (!cv_.wait_for(lk, timeout, [&] { return !ready_.empty(); })) return nullptr;
+    auto c = std::move(ready_.front());
+    ready_.pop_front();
+    return c;
+  }
+
+ private:
+  void accept_loop() {
+    for (int i = 0; i < 2000 && !stop_; ++i) {  // bounded: 2000 x 50 ms
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++attempts_;
+      auto c = login(fd);
+      if (!c) {
+        ::close(fd);
+        continue;
+      }
+      std::lock_guard lk(mu_);
+      ready_.push_back(std::move(c));
+      cv_.notify_all();
+    }
+  }
+
+  std::unique_ptr<PeerConn> login(int fd) {
+    std::vector<std::byte> buf;
+    auto fill = [&] {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 5000) != 1) return false;
+      std::array<std::byte, 4096> tmp;
+      const ssize_t n = ::recv(fd, tmp.data(), tmp.size(), 0);
+      if (n <= 0) return false;
+      buf.insert(buf.end(), tmp.begin(), tmp.begin() + n);
+      return true;
+    };
+    std::size_t head_end = std::string::npos;
+    while (head_end == std::string::npos) {
+      if (buf.size() > 16384 || !fill()) return nullptr;
+      head_end = std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()).find("\r\n\r\n");
+    }
+    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(head_end + 4));
+    const NodePublic pub = key_.public_key();
+    const std::string resp =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\nDerp-Version: 2\r\n"
+        "Derp-Public-Key: " + pub.untyped_hex() + "\r\n\r\n";
+    std::array<std::byte, protocol::frame_size(protocol::kServerKeyLen)> sk{};
+    const std::size_t skn = protocol::write_server_key(sk, pub);
+    if (::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(resp.size()) ||
+        ::send(fd, sk.data(), skn, MSG_NOSIGNAL) != static_cast<ssize_t>(skn))
+      return nullptr;
+    protocol::FrameReader reader(protocol::server_handshake_limits());
+    protocol::Frame f;
+    for (int i = 0; i < 64; ++i) {
+      Bytes in(buf);
+      const auto st = reader.next(in, f);
+      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(buf.size() - in.size()));
+      if (st == protocol::FrameReader::Status::kError) return nullptr;
+      if (st == protocol::FrameReader::Status::kFrame) break;
+      if (!fill()) return nullptr;
+    }
+    auto hello = protocol::open_client_info(f, key_);
+    if (!hello) return nullptr;
+    std::array<std::byte, protocol::kServerInfoFrameLen> si{};
+    auto sin = protocol::write_server_info(si, key_, hello->key);
+    if (!sin || ::send(fd, si.data(), *sin, MSG_NOSIGNAL) != static_cast<ssize_t>(*sin)) return nullptr;
+    return std::make_unique<PeerConn>(fd, *hello, std::move(buf));
+  }
+
+  protocol::NodePrivate key_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> attempts_{0};
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<PeerConn>> ready_;
+};
+
+protocol::MeshKey test_mesh_key() { return *protocol::MeshKey::parse(std::string(64, 'c')); }
+
+MeshOptions fast_options(const protocol::NodePrivate& me, const std::string& url) {
+  MeshOptions o;
+  o.server_private = me;
+  o.mesh_key = test_mesh_key();
+  o.targets = {MeshTarget{url, url, ""}};
+  o.workers = 1;
+  o.min_backoff = 20ms;
+  o.max_backoff = 100ms;
+  o.connect_timeout = 2000ms;
+  return o;
+}
+
+// The test thread plays worker 0: it runs the bridge and the shard until `done` holds (bounded).
+struct WorkerLoop {
+  WorkerLoop(MeshLinks& links) : bridge(*links.bridge(0)) {}
+  bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 5s) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{bridge.wake_fd(), POLLIN, 0};
+      (void)::poll(&p, 1, 10);
+      bridge.on_wake(node[0], node.now);
+      flush();
+      if (done()) return true;
+    }
+    return false;
+  }
+  void flush() {
+    server::ShardOutputs out;
+    node[0].take_outputs(out);
+    for (ClientId id : out.writable)
+      if (bridge.owns(id)) bridge.pump(node[0], id);
+  }
+  bool forwarder_for(const NodePublic& k) {
+    const server::ReplicaEntry* e = node[0].directory().find(k);
+    return e != nullptr && e->forwarder.valid();
+  }
+
+  MeshBridge& bridge;
+  Node node{1};
+};
+
+TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
+  const auto me = protocol::NodePrivate::generate();
+  FakePeer peer(protocol::NodePrivate::generate());
+  MeshLinks links(fast_options(me, peer.url()));
+  ASSERT_NE(links.bridge(0), nullptr);
+  WorkerLoop w(links);
+  links.start();
+
+  auto c1 = peer.next(5s);
+  ASSERT_NE(c1, nullptr) << "the link dialed the peer";
+  EXPECT_EQ(c1->hello().key, me.public_key()) << "logged in with this node's server key";
+  EXPECT_TRUE(c1->hello().info.mesh_key.equals(test_mesh_key()));
+  auto f = c1->read(5s);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, FrameType::kWatchConns);
+
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1), kc = key_homed(3, 0, 1);
+  const ClientId a = w.node.connect(0, ka);
+  ASSERT_TRUE(c1->peer_present(kb));
+  ASSERT_TRUE(c1->peer_present(kc));
+  ASSERT_TRUE(w.run_until([&] { return w.forwarder_for(kb) && w.forwarder_for(kc); }));
+  EXPECT_EQ(links.counters(0).present.get(), 2u);
+  EXPECT_TRUE(links.counters(0).connected.load());
+
+  const auto pkt = server::test::other_packet(1000, 0x77);
+  ASSERT_TRUE(w.node[0].frame_received(a, protocol::SendPacket{kb, pkt}, w.node.now));
+  w.flush();
+  std::optional<PeerConn::Owned> fwd;
+  std::thread reader([&] { fwd = c1->read(5s); });
+  ASSERT_TRUE(w.run_until([&] { return links.counters(0).frames_out.get() == 1; }));
+  reader.join();
+  ASSERT_TRUE(fwd);
+  ASSERT_EQ(fwd->type, FrameType::kForwardPacket);
+  ASSERT_EQ(fwd->payload.size(), 64 + pkt.size());
+  EXPECT_TRUE(std::equal(ka.bytes().begin(), ka.bytes().end(), fwd->payload.begin()));
+  EXPECT_TRUE(std::equal(kb.bytes().begin(), kb.bytes().end(), fwd->payload.begin() + 32));
+  EXPECT_TRUE(std::equal(pkt.begin(), pkt.end(), fwd->payload.begin() + 64));
+
+  ASSERT_TRUE(c1->peer_gone(kb));
+  ASSERT_TRUE(w.run_until([&] { return !w.forwarder_for(kb); }));
+  EXPECT_TRUE(w.forwarder_for(kc));
+
+  // The peer drops the connection: every key it reached goes, and the link redials.
+  c1->close();
+  ASSERT_TRUE(w.run_until([&] { return !w.forwarder_for(kc) && w.bridge.open_links() == 0; }));
+  auto c2 = peer.next(5s);
+  ASSERT_NE(c2, nullptr) << "redialed";
+  f = c2->read(5s);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, FrameType::kWatchConns);
+  ASSERT_TRUE(c2->peer_present(kc));
+  ASSERT_TRUE(w.run_until([&] { return w.forwarder_for(kc) && w.bridge.open_links() == 1; }));
+  EXPECT_EQ(links.counters(0).connects.get(), 2u);
+  EXPECT_EQ(links.counters(0).disconnects.get(), 1u);
+
+  links.stop();
+  EXPECT_FALSE(links.counters(0).connected.load());
+}
+
+TEST(MeshLinks, StopsForGoodWhenThePeerIsThisNode) {
+  const auto me = protocol::NodePrivate::generate();
+  FakePeer peer(me);  // answers with our own server key
+  MeshLinks links(fast_options(me, peer.url()));
+  links.start();
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!links.counters(0).self.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  EXPECT_TRUE(links.counters(0).self.load());
+  std::this_thread::sleep_for(300ms);  // several backoff periods
+  EXPECT_EQ(peer.attempts(), 1) << "no redial after a self-connect";
+  EXPECT_EQ(links.counters(0).connects.get(), 0u);
+  EXPECT_FALSE(readable(links.bridge(0)->wake_fd())) << "nothing was reported to the worker";
+}
+
+TEST(MeshLinks, RetriesAnUnreachablePeerWithBackoffAndStopsPromptly) {
+  // A port that refuses: bind, note it, close.
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&sa), &len), 0);
+  ::close(s);
+  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sa.sin_port)) + "/derp";
+
+  MeshOptions o = fast_options(protocol::NodePrivate::generate(), url);
+  o.max_backoff = 5000ms;
+  MeshLinks links(o);
+  links.start();
+  std::this_thread::sleep_for(1s);
+  const auto failures = links.counters(0).connect_failures.get();
+  // 20, 40, 80, ... ms (each jittered down to half): a handful of tries in a second, not hundreds.
+  EXPECT_GE(failures, 3u);
+  EXPECT_LE(failures, 12u);
+  const auto t0 = std::chrono::steady_clock::now();
+  links.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "stop() interrupts the backoff sleep";
+  EXPECT_EQ(links.counters(0).connects.get(), 0u);
+}
+
+TEST(MeshLinks, SpreadsLinksOverWorkers) {
+  MeshOptions o;
+  o.server_private = protocol::NodePrivate::generate();
+  o.mesh_key = test_mesh_key();
+  for (int i = 0; i < 3; ++i) o.targets.push_back(MeshTarget{"x", "http://127.0.0.1:9/derp", ""});
+  o.workers = 2;
+  MeshLinks links(o);  // never started
+  ASSERT_NE(links.bridge(0), nullptr);
+  ASSERT_NE(links.bridge(1), nullptr);
+  EXPECT_EQ(links.bridge(2), nullptr);
+  EXPECT_NE(links.bridge(0)->wake_fd(), links.bridge(1)->wake_fd());
+  o.targets.resize(1);
+  MeshLinks one(o);
+  EXPECT_NE(one.bridge(0), nullptr);
+  EXPECT_EQ(one.bridge(1), nullptr) << "worker 1 owns no link";
+}
+
+}  // namespace
+}  // namespace derpd::daemon
