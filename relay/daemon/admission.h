@@ -1,0 +1,142 @@
+// AdmissionClient: derper's admission controller (-verify-client-url), off the worker threads.
+//
+// Protocol (Tailscale's derpserver.verifyClient, tailcfg.DERPAdmitClientRequest/Response):
+//   POST <url>  Content-Type: application/json
+//               {"NodePublic":"nodekey:<64 hex>","Source":"<client ip>"}
+//   200 + a JSON object whose "Allow" member (name matched case-insensitively, last one wins) is
+//   true -> admit. Allow false, null or absent -> deny. Any other status (redirects are not
+//   followed), a body that is not such a JSON value within the first max_body bytes, or a
+//   non-boolean Allow -> reject. No HTTP answer at all (connect/DNS/TLS failure, no response
+//   head before the timeout) -> admit when fail_open, else reject. Mesh peers skip admission:
+//   that is the caller's decision (it never submits them).
+// The timeout (5 s, as derper) runs from submit(), so time spent queued here counts against it.
+//
+// Threads: the HTTP requests run on one thread owned by this object, on libcurl's multi
+// interface (many transfers at once, at most max_in_flight). Workers never block:
+//   submit()  pushes onto the worker's bounded request queue (lock-free SPSC) and wakes the
+//             admission thread; when the worker already has queue_per_worker decisions
+//             outstanding, it answers at once by the fail-open policy (counted as queue_full).
+//   results   come back on the worker's bounded result queue (SPSC; it cannot overflow: a worker
+//             never has more outstanding requests than it holds) and the worker's eventfd is
+//             written (once per batch). The worker keeps a read armed on wake_fd(w) and, when it
+//             completes, calls drain(w, out). The read itself resets the eventfd.
+// submit(w, ...) and drain(w, ...) must be called only from worker w's thread. Destroy the client
+// after the workers have stopped; decisions still outstanding then are never delivered.
+//
+// Tokens are opaque to this class: callers encode whatever finds the parked connection again
+// (slot + generation), and must ignore a result whose connection is gone.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "relay/base/endpoint.h"
+#include "relay/protocol/key.h"
+
+namespace derpd::daemon {
+
+// Why a decision came out as it did (also a label for metrics and logs).
+enum class AdmissionReason : std::uint8_t {
+  kAllowed,      // 200 and Allow true
+  kDenied,       // 200 and Allow false / null / absent
+  kHttpStatus,   // an answer other than 200 (AdmissionResult::http_status says which)
+  kBadResponse,  // 200 but the body is not a JSON object with a boolean Allow (or it is cut short)
+  kUnreachable,  // no HTTP answer in time (connect, DNS, TLS, timeout): fail-open policy decides
+  kOverloaded,   // the worker's queue was full at submit(): fail-open policy decides
+};
+std::string_view to_string(AdmissionReason r);
+
+struct AdmissionResult {
+  std::uint64_t token = 0;
+  bool allow = false;
+  AdmissionReason reason = AdmissionReason::kUnreachable;
+  std::uint16_t http_status = 0;  // 0 when the controller gave no answer
+};
+
+// What submit() did.
+enum class AdmissionSubmit : std::uint8_t {
+  kPending,    // queued: the decision arrives through drain()
+  kAdmitNow,   // queue full and fail-open: admit without asking (reason kOverloaded)
+  kRejectNow,  // queue full and fail-closed: reject without asking (reason kOverloaded)
+};
+
+struct AdmissionOptions {
+  std::string url;                 // http:// or https:// only
+  bool fail_open = true;           // derper's -verify-client-url-fail-open default
+  std::size_t workers = 1;
+  std::chrono::milliseconds timeout{5000};  // derper: 5 s per decision
+  std::size_t max_in_flight = 64;  // concurrent HTTP requests
+  std::size_t queue_per_worker = 256;  // outstanding decisions per worker (queued + in flight + undrained)
+  std::size_t max_body = 4096;     // response bytes read (derper reads at most 4 KiB)
+};
+
+// Counters: relaxed atomics, read by the metrics exporter at any time.
+// Every submit() adds to `requests` and ends in exactly one of allowed, denied, errors (non-200,
+// bad body, unreachable) or queue_full, except decisions still outstanding. fail_open_admits is
+// the subset of errors (unreachable) and queue_full that were admitted by policy.
+struct AdmissionCounters {
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> allowed{0};
+  std::atomic<std::uint64_t> denied{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> fail_open_admits{0};
+  std::atomic<std::uint64_t> queue_full{0};
+};
+
+// The controller's verdict from a 200 response body, decoded leniently as Go's encoding/json
+// does: the first JSON value only (trailing bytes ignored), object member names matched
+// case-insensitively, the last "Allow" wins, unknown members ignored, top-level null = deny.
+enum class AdmitBody : std::uint8_t { kAllow, kDeny, kMalformed };
+AdmitBody parse_admit_body(std::string_view body);
+
+// The request body, byte for byte what derper sends.
+std::string admission_request_body(const protocol::NodePublic& key, const IpAddr& source);
+// An address in Go's netip.Addr text form (RFC 5952 for IPv6, as derper writes "Source").
+std::string go_addr_string(const IpAddr& a);
+
+class AdmissionClient {
+ public:
+  // Throws std::invalid_argument for a URL that is not http(s) or options that are zero, and
+  // std::runtime_error when libcurl or an eventfd cannot be set up (start-up only).
+  explicit AdmissionClient(AdmissionOptions opts);
+  AdmissionClient(std::string url, bool fail_open, std::size_t workers);
+  ~AdmissionClient();
+  AdmissionClient(const AdmissionClient&) = delete;
+  AdmissionClient& operator=(const AdmissionClient&) = delete;
+
+  // Worker `worker`'s thread only. Never blocks (one relaxed check, a queue push, and at most
+  // one non-blocking write to wake the admission thread).
+  AdmissionSubmit submit(std::size_t worker, std::uint64_t token, const protocol::NodePublic& key,
+                         const IpAddr& source);
+  // Readable (an eventfd: read 8 bytes to reset it) when worker `worker` has results.
+  int wake_fd(std::size_t worker) const;
+  // Worker `worker`'s thread only. Appends every result ready for the worker; returns how many.
+  std::size_t drain(std::size_t worker, std::vector<AdmissionResult>& out);
+
+  const AdmissionCounters& counters() const { return counters_; }
+  const AdmissionOptions& options() const { return opts_; }
+  std::size_t workers() const { return opts_.workers; }
+
+ private:
+  struct Lane;
+  struct Engine;
+
+  void run();
+
+  AdmissionOptions opts_;  // immutable after construction
+  AdmissionCounters counters_;
+  std::vector<std::unique_ptr<Lane>> lanes_;  // one per worker; the vector is immutable
+  std::unique_ptr<Engine> engine_;            // owned by the admission thread once started
+  alignas(64) std::atomic<bool> wake_pending_{false};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace derpd::daemon
