@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -98,7 +99,12 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
     settings_.tls = tls_.get();
   }
 
-  fabric_ = std::make_unique<server::Fabric>(static_cast<std::uint16_t>(workers));
+  // Each ordered worker pair has a ring; a burst to a client on another worker must fit in it, as
+  // derper's 32-packet client queue would hold it (derpprobe sends 30 x 64 KiB in flight). 64 MiB
+  // of rings in all, 512 KiB .. 4 MiB each; pages are touched only as a ring is used.
+  const std::size_t pairs = std::size_t{workers} * (workers > 1 ? workers - 1 : 1);
+  const std::size_t ring_bytes = std::clamp<std::size_t>((64u << 20) / pairs, 512u << 10, 4u << 20);
+  fabric_ = std::make_unique<server::Fabric>(static_cast<std::uint16_t>(workers), ring_bytes);
   for (unsigned w = 0; w < workers; ++w) {
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) throw std::runtime_error("eventfd failed");
