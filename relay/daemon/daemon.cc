@@ -19,6 +19,7 @@
 #include "relay/daemon/worker.h"
 #include "relay/io/probe.h"
 #include "relay/io/udp_socket.h"
+#include "relay/metrics/derp_metrics.h"
 #include "relay/metrics/exposition.h"
 #include "relay/metrics/http_server.h"
 #include "relay/metrics/stun_metrics.h"
@@ -159,6 +160,34 @@ int run(const config::Config& cfg) {
   }
   metrics::Exposition exposition;
   exposition.add(stun_metrics);
+  auto derp_metrics = std::make_shared<metrics::DerpMetrics>();
+  derp_metrics->set_workers(n);
+  if (derp) {
+    for (auto& slot : derp->shards()) derp_metrics->add_source(metrics::DerpMetrics::shard_source(slot));
+    for (const DerpConnCounters& c : derp->conn_counters()) {
+      derp_metrics->add_source([&c](metrics::DerpTotals& t) {
+        t.conn.http_requests += c.http_requests.get();
+        t.conn.upgrades += c.upgrades.get();
+        t.conn.websocket_upgrades += c.websocket_upgrades.get();
+        t.conn.tls_errors += c.tls_errors.get();
+        t.conn.handshake_errors += c.handshake_errors.get();
+        t.conn.protocol_errors += c.protocol_errors.get();
+        t.conn.timeouts += c.timeouts.get();
+      });
+    }
+    for (auto& slot : derp->services()) {
+      derp_metrics->add_source([&slot](metrics::DerpTotals& t) {
+        const DerpService* svc = slot.load(std::memory_order_acquire);
+        if (svc == nullptr) return;
+        if (const io::TcpListener* l = svc->listener()) metrics::accumulate(t.tcp, l->counters());
+        if (const io::TcpListener* l = svc->port80_listener()) metrics::accumulate(t.tcp, l->counters());
+        metrics::accumulate(t.tcp, svc->tcp_counters());
+      });
+    }
+    derp_metrics->add_source([b = &derp->bootstrap_dns()](metrics::DerpTotals& t) { b->accumulate(t.bootstrap_dns); });
+    derp->bootstrap_dns().start();
+  }
+  exposition.add(derp_metrics);
   metrics::MetricsThread metrics_thread(exposition);
   if (cfg.metrics_addr.port != 0) {
     if (std::string err = metrics_thread.start(cfg.metrics_addr); !err.empty()) {
@@ -214,6 +243,7 @@ int run(const config::Config& cfg) {
   }
   sd_notify(0, "STOPPING=1");
   metrics_thread.stop();  // before the workers: /metrics reads their shards' counters
+  if (derp) derp->bootstrap_dns().request_stop();
   for (auto& w : workers) w->stop();
 
   metrics::StunTotals t = stun_metrics->totals();

@@ -101,6 +101,7 @@ DerpService::DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings
       scratch_(new std::byte[kScratch]) {
   site80_ = settings.site;
   site80_.port80 = true;
+  if (settings.bootstrap_dns != nullptr) bootstrap_.emplace(*settings.bootstrap_dns);
   io::TcpListenerOptions lo;
   lo.max_connections = settings.max_connections;
   if (listen_fd >= 0) listener_ = std::make_unique<io::TcpListener>(loop, listen_fd, *this, lo);
@@ -333,7 +334,9 @@ void DerpService::Conn::on_http(Bytes data) {
       return;
     }
     svc->counters_.http_requests.inc();
-    http::Route r = http::route(*head, port80 ? svc->site80_ : svc->settings_.site, "{}");
+    std::string_view bdns = "{}";
+    if (!port80 && head->path == "/bootstrap-dns" && svc->bootstrap_) bdns = svc->bootstrap_->answer(head->query);
+    http::Route r = http::route(*head, port80 ? svc->site80_ : svc->settings_.site, bdns);
     if (r.kind == http::RouteKind::kRespond) {
       send(as_bytes(r.response));
       if (r.close_after || head->has_body()) {

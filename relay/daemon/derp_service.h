@@ -17,7 +17,10 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "relay/base/counter.h"
+#include "relay/daemon/bootstrap_dns.h"
 #include "relay/http/site.h"
 #include "relay/io/loop.h"
 #include "relay/io/tcp_connection.h"
@@ -38,6 +41,7 @@ struct DerpSettings {
   protocol::MeshKey mesh_key;        // zero = no mesh
   http::SiteConfig site;
   tls::TlsContext* tls = nullptr;    // null: plaintext DERP
+  const BootstrapDns* bootstrap_dns = nullptr;  // /bootstrap-dns answers
   std::uint32_t max_connections = 100'000;  // per worker
   io::Nanos handshake_timeout = std::chrono::seconds(10);
   io::Nanos http_idle_timeout = std::chrono::seconds(30);
@@ -70,7 +74,10 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   void stop();
 
   const server::RelayShard& shard() const { return shard_; }
-  const io::TcpListener& listener() const { return *listener_; }
+  // For /metrics (relaxed counters, readable from any thread while the service lives).
+  const io::TcpListener* listener() const { return listener_.get(); }
+  const io::TcpListener* port80_listener() const { return port80_.get(); }
+  const io::TcpCounters& tcp_counters() const { return tcp_.counters(); }
 
  private:
   struct Conn;
@@ -91,6 +98,7 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   io::TcpContext& tcp_;
   const DerpSettings& settings_;
   http::SiteConfig site80_;  // the plain-HTTP port's routes (redirects to https)
+  std::optional<BootstrapDns::Reader> bootstrap_;
   server::RelayShard shard_;
   server::WorkerId worker_;
   std::unique_ptr<io::TcpListener> listener_;

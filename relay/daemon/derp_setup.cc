@@ -48,7 +48,7 @@ void raise_fd_limit() {
 }  // namespace
 
 DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
-    : counters_(workers), shards_(workers) {
+    : counters_(workers), shards_(workers), services_(workers) {
   if (!protocol::crypto_init()) throw std::runtime_error("libsodium failed to initialise");
   raise_fd_limit();
 
@@ -67,6 +67,12 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
     if (!mk) throw std::runtime_error("TAILSCALE_DERPER_MESH_KEY: must hold 64 hex characters");
     settings_.mesh_key = *mk;
   }
+
+  BootstrapDnsOptions bo;
+  bo.published = cfg.bootstrap_dns_names;
+  bo.unpublished = cfg.unpublished_bootstrap_dns_names;
+  bootstrap_ = std::make_unique<BootstrapDns>(std::move(bo));
+  settings_.bootstrap_dns = bootstrap_.get();
 
   settings_.site.server_key_hex = std::string(settings_.server_public.to_string().substr(8));
   settings_.site.derp_enabled = true;
@@ -127,6 +133,7 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
   shared_.fabric = fabric_.get();
   shared_.counters = &counters_;
   shared_.shards = &shards_;
+  shared_.services = &services_;
 }
 
 DerpSetup::~DerpSetup() {

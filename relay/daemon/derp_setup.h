@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "relay/daemon/bootstrap_dns.h"
 #include "relay/daemon/derp_service.h"
 #include "relay/daemon/worker.h"
 #include "relay/server/cross_worker.h"
@@ -34,6 +35,8 @@ class DerpSetup {
   std::string derp_map_json(const config::Config& cfg, int stun_port) const;
   std::vector<std::atomic<const server::RelayShard*>>& shards() { return shards_; }
   std::vector<DerpConnCounters>& conn_counters() { return counters_; }
+  std::vector<std::atomic<const DerpService*>>& services() { return services_; }
+  BootstrapDns& bootstrap_dns() { return *bootstrap_; }
 
  private:
   DerpSettings settings_;
@@ -41,6 +44,8 @@ class DerpSetup {
   std::unique_ptr<server::Fabric> fabric_;
   std::vector<DerpConnCounters> counters_;
   std::vector<std::atomic<const server::RelayShard*>> shards_;
+  std::vector<std::atomic<const DerpService*>> services_;
+  std::unique_ptr<BootstrapDns> bootstrap_;
   std::vector<int> derp_fds_, port80_fds_;
   DerpShared shared_;
   Endpoint bound_;

@@ -90,6 +90,7 @@ void Worker::main(std::promise<std::string> ready) {
       plan_.derp_fd = plan_.port80_fd = -1;  // the listeners own them now
       derp->start();
       (*derp_->shards)[plan_.index].store(&derp->shard(), std::memory_order_release);
+      (*derp_->services)[plan_.index].store(derp.get(), std::memory_order_release);
     }
 
     loop_.store(&loop, std::memory_order_release);
@@ -98,6 +99,7 @@ void Worker::main(std::promise<std::string> ready) {
     loop_.store(nullptr, std::memory_order_release);
     if (derp) {
       (*derp_->shards)[plan_.index].store(nullptr, std::memory_order_release);
+      (*derp_->services)[plan_.index].store(nullptr, std::memory_order_release);
       derp->stop();
       // Let the kernel confirm the cancellations so buffers and slots are released in order.
       for (int i = 0; i < 10; ++i) loop.run_once(std::chrono::milliseconds(10));

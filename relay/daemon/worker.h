@@ -42,6 +42,7 @@ struct DerpShared {
   std::vector<DerpConnCounters>* counters = nullptr;  // one per worker
   // Filled by each worker once serving (index = worker), for /metrics; read-only for others.
   std::vector<std::atomic<const server::RelayShard*>>* shards = nullptr;
+  std::vector<std::atomic<const DerpService*>>* services = nullptr;
 };
 
 class Worker {
