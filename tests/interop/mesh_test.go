@@ -1,0 +1,328 @@
+package interop
+
+// DERP region mesh: nodes that share a mesh key and name each other in -mesh-with dial each other
+// as mesh clients (WatchConns, PeerPresent/PeerGone, ForwardPacket). Two derpd nodes, and a mixed
+// region of derpd and Tailscale's derper meshed both ways, with Tailscale's derphttp client on
+// each node: packets cross nodes in both directions, and a client that leaves its node is reported
+// gone (PeerGone, disconnected) to the clients on the other node that heard from it, as derper does.
+//
+// Enabled with DERPD_MESH=1 (needs a derpd with its mesh links wired into the daemon).
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tailscale.com/derp"
+	"tailscale.com/derp/derphttp"
+	"tailscale.com/net/netmon"
+	"tailscale.com/types/key"
+)
+
+func requireMesh(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DERPD_MESH") != "1" {
+		t.Skip("mesh interop is off: set DERPD_MESH=1 (derpd must have its mesh links wired into the daemon)")
+	}
+}
+
+// meshNodePlan is one node of a test region, planned before any node starts so that every node's
+// -mesh-with can name every other node's address.
+type meshNodePlan struct {
+	kind string // "derpd" or "derper"
+	port int
+	dir  string
+	crt  string // TLS only: this node's self-signed certificate
+}
+
+func (p *meshNodePlan) addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }
+
+// startMeshRegion starts one node per kind, all with the same mesh key and the same -mesh-with
+// list (which names every node, this one included, as derper allows). With TLS, each node gets its
+// own certificate for 127.0.0.1 and every process trusts all of them through SSL_CERT_FILE (Go's
+// and OpenSSL's default trust store override), as a real region trusts its public certificates.
+func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*derpServer {
+	t.Helper()
+	plans := make([]*meshNodePlan, len(kinds))
+	var meshWith []string
+	for i, k := range kinds {
+		plans[i] = &meshNodePlan{kind: k, port: freePort(t), dir: t.TempDir()}
+		meshWith = append(meshWith, plans[i].addr())
+	}
+	if useTLS {
+		var bundle []byte
+		for i, p := range plans {
+			crt, err := writeNodeCert(filepath.Join(p.dir, "certs"), "127.0.0.1", fmt.Sprintf("mesh test node %d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.crt = crt
+			b, err := os.ReadFile(crt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bundle = append(bundle, b...)
+		}
+		roots := filepath.Join(t.TempDir(), "region-roots.pem")
+		if err := os.WriteFile(roots, bundle, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("SSL_CERT_FILE", roots) // inherited by the server processes started below
+	}
+	meshKeyFile := filepath.Join(t.TempDir(), "mesh.key")
+	if err := os.WriteFile(meshKeyFile, []byte(testMeshKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var servers []*derpServer
+	for _, p := range plans {
+		args := []string{"-a", p.addr(), "-http-port", "-1", "-stun=false", "-c", filepath.Join(p.dir, "derper.key"),
+			"-mesh-psk-file", meshKeyFile, "-mesh-with", strings.Join(meshWith, ",")}
+		s := &derpServer{Name: p.kind, URL: fmt.Sprintf("http://%s/derp", p.addr())}
+		if useTLS {
+			args = append(args, "-certmode", "manual", "-hostname", "127.0.0.1", "-certdir", filepath.Dir(p.crt))
+			s.URL = fmt.Sprintf("https://%s/derp", p.addr())
+			s.CertFile = p.crt
+		}
+		var bin string
+		switch p.kind {
+		case "derper":
+			bin = derperBinary(t)
+		case "derpd":
+			bin = os.Getenv("DERPD_BIN")
+			if bin == "" {
+				t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
+			}
+			args = append(args, "--metrics-addr", "127.0.0.1:0", "--workers", "2")
+		default:
+			t.Fatalf("unknown server kind %q", p.kind)
+		}
+		proc := startProcess(t, p.addr(), bin, args...)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s on %s output:\n%s", s.Name, p.addr(), proc.text())
+			}
+		})
+		servers = append(servers, s)
+	}
+	return servers
+}
+
+// writeNodeCert writes <dir>/<ip>.crt and .key (the names -certmode manual looks for): a
+// self-signed ECDSA P-256 certificate for the IP, valid for a day, whose subject is `cn`. Every node
+// of a region needs its own subject: OpenSSL finds a trust anchor by subject name, so two anchors
+// with the same subject (peers.go's certificates are all "127.0.0.1") shadow each other.
+func writeNodeCert(dir, ip, cn string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		return "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	crt := filepath.Join(dir, ip+".crt")
+	if err := os.WriteFile(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ip+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", err
+	}
+	return crt, nil
+}
+
+// meshPeer is Tailscale's derphttp client on one node, its messages read into a channel.
+type meshPeer struct {
+	name string
+	c    *derphttp.Client
+	key  key.NodePublic
+	msgs chan derp.ReceivedMessage
+}
+
+func dialMeshPeer(t *testing.T, name string, s *derpServer) *meshPeer {
+	t.Helper()
+	priv := key.NewNode()
+	c, err := derphttp.NewClient(priv, s.URL, t.Logf, netmon.NewStatic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TLSConfig = s.TLSConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("%s: derphttp connect %s: %v", name, s.URL, err)
+	}
+	p := &meshPeer{name: name, c: c, key: priv.Public(), msgs: make(chan derp.ReceivedMessage, 1024)}
+	go func() {
+		defer close(p.msgs)
+		for {
+			m, err := c.Recv()
+			if err != nil {
+				return // closed by the test (Recv after an error would redial)
+			}
+			if rp, ok := m.(derp.ReceivedPacket); ok {
+				rp.Data = append([]byte(nil), rp.Data...) // Data aliases the client's buffer
+				m = rp
+			}
+			select {
+			case p.msgs <- m:
+			default: // a test that stopped reading: drop
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	// Registered once ServerInfo arrived: from then on packets to this key are delivered.
+	p.await(t, 15*time.Second, "ServerInfo", func(m derp.ReceivedMessage) bool {
+		_, ok := m.(derp.ServerInfoMessage)
+		return ok
+	})
+	return p
+}
+
+// await reads messages until match returns true (bounded by timeout).
+func (p *meshPeer) await(t *testing.T, timeout time.Duration, what string, match func(derp.ReceivedMessage) bool) {
+	t.Helper()
+	if !p.poll(timeout, match) {
+		t.Fatalf("%s: no %s within %v", p.name, what, timeout)
+	}
+}
+
+func (p *meshPeer) poll(timeout time.Duration, match func(derp.ReceivedMessage) bool) bool {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-p.msgs:
+			if !ok {
+				return false
+			}
+			if match(m) {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// sendAcross sends from -> to until one packet arrives (the nodes mesh within a few seconds of
+// starting; until then the sender's node does not know the key and drops). Returns the payload that
+// arrived, after checking its source.
+func sendAcross(t *testing.T, from, to *meshPeer, tag string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for i := 0; time.Now().Before(deadline); i++ {
+		payload := []byte(fmt.Sprintf("mesh %s %d", tag, i))
+		if err := from.c.Send(to.key, payload); err != nil {
+			t.Fatalf("%s: send: %v", from.name, err)
+		}
+		var got []byte
+		if to.poll(250*time.Millisecond, func(m derp.ReceivedMessage) bool {
+			rp, ok := m.(derp.ReceivedPacket)
+			if ok && rp.Source == from.key && bytes.HasPrefix(rp.Data, []byte("mesh "+tag+" ")) {
+				got = rp.Data
+				return true
+			}
+			return false
+		}) {
+			t.Logf("%s -> %s: %q arrived after %d sends", from.name, to.name, got, i+1)
+			return
+		}
+	}
+	t.Fatalf("%s -> %s: no packet crossed the mesh within %v", from.name, to.name, timeout)
+}
+
+// leaveAndExpectGone closes `leaver` and waits for `watcher` (which received packets from it, on
+// another node) to get PeerGone(leaver, disconnected).
+func leaveAndExpectGone(t *testing.T, leaver, watcher *meshPeer) {
+	t.Helper()
+	leaver.c.Close()
+	var reason derp.PeerGoneReasonType = 0xff
+	watcher.await(t, 10*time.Second, "PeerGone for "+leaver.name, func(m derp.ReceivedMessage) bool {
+		pg, ok := m.(derp.PeerGoneMessage)
+		if ok && pg.Peer == leaver.key {
+			reason = pg.Reason
+			return true
+		}
+		return false
+	})
+	if reason != derp.PeerGoneReasonDisconnected {
+		t.Fatalf("%s: PeerGone reason %d, want disconnected", watcher.name, reason)
+	}
+}
+
+// exercise: a on node 0, b on node 1; both directions; then b leaves (a hears it is gone), then a
+// second pair the other way round (c on node 1 hears that d on node 0 left).
+func exerciseMesh(t *testing.T, nodes []*derpServer) {
+	t.Helper()
+	a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0])
+	b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1])
+	sendAcross(t, a, b, "a-to-b", 30*time.Second)
+	sendAcross(t, b, a, "b-to-a", 10*time.Second)
+	leaveAndExpectGone(t, b, a)
+
+	c := dialMeshPeer(t, "c@"+nodes[1].Name, nodes[1])
+	d := dialMeshPeer(t, "d@"+nodes[0].Name, nodes[0])
+	sendAcross(t, c, d, "c-to-d", 10*time.Second)
+	sendAcross(t, d, c, "d-to-c", 10*time.Second)
+	leaveAndExpectGone(t, d, c)
+}
+
+func TestMeshDerpdPair(t *testing.T) {
+	requireMesh(t)
+	for _, useTLS := range []bool{false, true} {
+		name := "plain"
+		if useTLS {
+			name = "tls"
+		}
+		t.Run(name, func(t *testing.T) {
+			exerciseMesh(t, startMeshRegion(t, useTLS, "derpd", "derpd"))
+		})
+	}
+}
+
+// derpd and derper in one region: each dials the other (derper always over https, so TLS).
+func TestMeshMixedRegion(t *testing.T) {
+	requireMesh(t)
+	t.Run("derpd-first", func(t *testing.T) {
+		exerciseMesh(t, startMeshRegion(t, true, "derpd", "derper"))
+	})
+	t.Run("derper-first", func(t *testing.T) {
+		exerciseMesh(t, startMeshRegion(t, true, "derper", "derpd"))
+	})
+}
