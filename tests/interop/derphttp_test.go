@@ -32,7 +32,9 @@ import (
 	"tailscale.com/derp"
 	"tailscale.com/derp/derpconst"
 	"tailscale.com/derp/derphttp"
+	"tailscale.com/net/netmon"
 	"tailscale.com/net/wsconn"
+	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
 
@@ -316,6 +318,66 @@ func TestDerpHTTPPeerGoneNotHere(t *testing.T) {
 	}
 }
 
+// PeerGone(not here) is rate-limited per client (derper: 1/s, burst 3): a burst of disco packets
+// to unknown keys gets at least the burst answered and not much more.
+func TestDerpHTTPPeerGoneRateLimit(t *testing.T) {
+	for _, k := range derpServers {
+		t.Run(k.name, func(t *testing.T) {
+			s := k.start(t, serverOpts{})
+			a, _, aSt := loggedIn(t, s, "a")
+			unknown := map[key.NodePublic]bool{}
+			start := time.Now()
+			for i := 0; i < 20; i++ {
+				k := randomKey()
+				unknown[k] = true
+				if err := a.Send(k, discoPacket(100)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := 0
+			for {
+				m, err := aSt.nextMatch(1500*time.Millisecond, func(m derp.ReceivedMessage) bool { _, ok := m.(derp.PeerGoneMessage); return ok })
+				if err != nil {
+					break
+				}
+				pg := m.(derp.PeerGoneMessage)
+				if !unknown[pg.Peer] || pg.Reason != derp.PeerGoneReasonNotHere {
+					t.Fatalf("PeerGone %v reason %d", pg.Peer, pg.Reason)
+				}
+				got++
+			}
+			// Burst 3 plus one token per second elapsed (the last wait adds 1.5 s).
+			allowed := 3 + int(time.Since(start).Seconds()) + 1
+			if got < 3 || got > allowed {
+				t.Fatalf("%d PeerGone(not here) for 20 disco packets in %v; want 3..%d", got, time.Since(start).Round(time.Millisecond), allowed)
+			}
+		})
+	}
+}
+
+// Tailscale's client over TLS 1.2 finds no meta cert (derphttp only looks under TLS 1.3), so it
+// waits for the HTTP 101: the slow path works too.
+func TestDerpHTTPTLS12(t *testing.T) {
+	for _, k := range derpServers {
+		t.Run(k.name, func(t *testing.T) {
+			s := k.start(t, serverOpts{TLS: true})
+			tls12 := func(c *derphttp.Client) { c.TLSConfig.MaxVersion = tls.VersionTLS12 }
+			a, aKey, aSt := loggedIn(t, s, "a", tls12)
+			b, bKey, bSt := loggedIn(t, s, "b", tls12)
+			cs, ok := a.TLSConnectionState()
+			if !ok || cs.Version != tls.VersionTLS12 {
+				t.Fatalf("TLS state %v %#x, want TLS 1.2", ok, cs.Version)
+			}
+			if err := transfer(a, aKey, bSt, bKey, testPackets(40), 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := transfer(b, bKey, aSt, aKey, testPackets(40), 1); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // Ping -> Pong with the same 8 bytes, many times, interleaved with packets.
 func TestDerpHTTPPingPong(t *testing.T) {
 	for _, sc := range serverCases() {
@@ -516,6 +578,50 @@ func TestDerpHTTPMeshWatch(t *testing.T) {
 			}
 			if !wSt.alive() {
 				t.Fatalf("watcher disconnected: %v", wSt.err)
+			}
+		})
+	}
+}
+
+// A region client that had to skip the region's first node sends Ideal-Node; watchers see it
+// flagged "not ideal". One whose first node is this server is a regular client.
+func TestDerpHTTPIdealNode(t *testing.T) {
+	for _, k := range derpServers {
+		t.Run(k.name, func(t *testing.T) {
+			s := k.start(t, serverOpts{TLS: true, MeshKey: testMeshKey})
+			_, _, wSt := loggedIn(t, s, "watcher", meshKeyOpt(t, testMeshKey), func(c *derphttp.Client) { c.WatchConnectionChanges = true })
+			port, err := strconv.Atoi(strings.TrimSuffix(s.URL[strings.LastIndex(s.URL, ":")+1:], "/derp"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := &tailcfg.DERPNode{Name: "1b", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", DERPPort: port, CertName: s.CertName}
+			dead := &tailcfg.DERPNode{Name: "1a", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", DERPPort: freePort(t)} // refuses
+			for _, tc := range []struct {
+				name  string
+				nodes []*tailcfg.DERPNode
+				flags derp.PeerPresentFlags
+			}{
+				{"first-node", []*tailcfg.DERPNode{live}, derp.PeerPresentIsRegular},
+				{"second-node", []*tailcfg.DERPNode{dead, live}, derp.PeerPresentNotIdeal},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					priv := key.NewNode()
+					region := &tailcfg.DERPRegion{RegionID: 1, RegionCode: "loop", Nodes: tc.nodes}
+					c := derphttp.NewRegionClient(priv, safeLogf(t), netmon.NewStatic(), func() *tailcfg.DERPRegion { return region })
+					c.TLSConfig = s.TLSConfig(t)
+					ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+					defer cancel()
+					if err := c.Connect(ctx); err != nil {
+						c.Close()
+						t.Fatal(err)
+					}
+					st := newStream(t, tc.name, c)
+					st.waitServerInfo(t)
+					pp := wSt.next(t, 10*time.Second, isPresent(priv.Public())).(derp.PeerPresentMessage)
+					if pp.Flags != tc.flags {
+						t.Fatalf("PeerPresent flags %#x, want %#x", pp.Flags, tc.flags)
+					}
+				})
 			}
 		})
 	}
