@@ -220,6 +220,7 @@ int run(const config::Config& cfg) {
     int stun_port = sites.empty() ? -1 : sites[0].port[0];
     spdlog::info("derp map: {}", derp->derp_map_json(cfg, stun_port));
   }
+  if (derp && derp->mesh() != nullptr) derp->mesh()->start();
   spdlog::info("derpd ready: {} worker{}", n, n == 1 ? "" : "s");
   sd_notify(0, "READY=1");
 
@@ -244,6 +245,7 @@ int run(const config::Config& cfg) {
   sd_notify(0, "STOPPING=1");
   metrics_thread.stop();  // before the workers: /metrics reads their shards' counters
   if (derp) derp->bootstrap_dns().request_stop();
+  if (derp && derp->mesh() != nullptr) derp->mesh()->stop();
   for (auto& w : workers) w->stop();
 
   metrics::StunTotals t = stun_metrics->totals();

@@ -20,6 +20,10 @@ namespace derpd::daemon {
 namespace {
 
 constexpr std::uint8_t kOpInbox = 1;
+constexpr std::uint8_t kOpMesh = 2;
+constexpr std::uint8_t kOpAdmission = 3;
+// DERP bytes a client may send while its admission is being decided (held, then processed).
+constexpr std::size_t kMaxHeldWhileAdmitting = 256 * 1024;
 constexpr std::uint16_t kTimerTick = 1;
 constexpr std::uint16_t kTimerReap = 2;
 constexpr io::Nanos kTickInterval = std::chrono::milliseconds(250);
@@ -35,7 +39,7 @@ constexpr std::size_t kMaxHttpBuffered = http::kMaxHeadSize + 1024;
 
 // One accepted TCP connection, from the first HTTP byte to the end of its DERP session.
 struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
-  enum class State : std::uint8_t { kHttp, kHandshake, kDerp, kDead };
+  enum class State : std::uint8_t { kHttp, kHandshake, kAdmission, kDerp, kDead };
 
   DerpService* svc = nullptr;
   io::TcpListener* listener = nullptr;
@@ -53,6 +57,9 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   std::string http_in;  // request-head bytes not yet routed (bounded by kMaxHttpBuffered)
   protocol::FrameReader reader{protocol::server_handshake_limits()};
   server::ClientId id;
+  std::uint32_t serial = 0;       // tells this connection's admission answer from a stale one
+  server::ClientParams pending;   // the client waiting for its admission decision
+  std::string held;               // DERP bytes received while waiting for it
 
   void on_data(io::TcpConnection& c, Bytes data) override;
   void on_peer_closed(io::TcpConnection& c) override;
@@ -66,6 +73,8 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   void on_derp(Bytes data);
   void on_frame(const protocol::Frame& f);
   void handshake(const protocol::Frame& f);
+  // Sends ServerInfo and registers with the shard (after admission, if any).
+  void admit();
   // Writes stream bytes (HTTP or DERP) for the peer: through WebSocket framing and TLS when the
   // connection has them. False when they could not all be taken (the caller ends the connection).
   bool send(Bytes b);
@@ -82,7 +91,7 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
 
 DerpService::DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings& settings, server::Fabric& fabric,
                          server::WorkerId worker, int listen_fd, int port80_fd, std::vector<int> inbox_fds,
-                         DerpConnCounters& counters)
+                         DerpConnCounters& counters, MeshBridge* mesh)
     : loop_(loop),
       tcp_(tcp),
       settings_(settings),
@@ -99,6 +108,7 @@ DerpService::DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings
       slot_(loop.attach(this)),
       counters_(counters),
       scratch_(new std::byte[kScratch]) {
+  mesh_ = mesh;
   site80_ = settings.site;
   site80_.port80 = true;
   if (settings.bootstrap_dns != nullptr) bootstrap_.emplace(*settings.bootstrap_dns);
@@ -117,6 +127,8 @@ void DerpService::start() {
   if (listener_) listener_->start();
   if (port80_) port80_->start();
   arm_inbox();
+  if (mesh_ != nullptr) arm_mesh();
+  if (settings_.admission != nullptr) arm_admission();
   loop_.add_timer(slot_, loop_.now() + kTickInterval, kTimerTick);
 }
 
@@ -133,11 +145,55 @@ void DerpService::arm_inbox() {
   loop_.ring().prep_read(inbox_fds_[worker_], &inbox_buf_, sizeof inbox_buf_, loop_.user_data(slot_, kOpInbox));
 }
 
+void DerpService::arm_mesh() {
+  loop_.ring().prep_read(mesh_->wake_fd(), &mesh_buf_, sizeof mesh_buf_, loop_.user_data(slot_, kOpMesh));
+}
+
+void DerpService::arm_admission() {
+  loop_.ring().prep_read(settings_.admission->wake_fd(worker_), &admission_buf_, sizeof admission_buf_,
+                         loop_.user_data(slot_, kOpAdmission));
+}
+
 void DerpService::on_completion(const io::UserData& ud, const io::Completion&) {
-  if (ud.op != kOpInbox || stopping_) return;
-  shard_.poll_inbox();
-  flush_outputs();
-  arm_inbox();
+  if (stopping_) return;
+  switch (ud.op) {
+    case kOpInbox:
+      shard_.poll_inbox();
+      flush_outputs();
+      arm_inbox();
+      break;
+    case kOpMesh:
+      mesh_->on_wake(shard_, loop_.now());
+      flush_outputs();
+      arm_mesh();
+      break;
+    case kOpAdmission:
+      on_admission_results();
+      flush_outputs();
+      arm_admission();
+      break;
+    default:
+      break;
+  }
+}
+
+void DerpService::on_admission_results() {
+  admission_results_.clear();
+  settings_.admission->drain(worker_, admission_results_);
+  for (const AdmissionResult& r : admission_results_) {
+    const auto index = static_cast<std::uint32_t>(r.token >> 32);
+    const auto serial = static_cast<std::uint32_t>(r.token);
+    if (index >= conns_.size() || !conns_[index]) continue;
+    Conn& c = *conns_[index];
+    if (c.serial != serial || c.state != Conn::State::kAdmission) continue;  // gone meanwhile
+    if (r.allow) {
+      c.admit();
+    } else {
+      spdlog::debug("derp: admission controller refused {} from {}", c.pending.key.to_string(),
+                    c.remote.to_string());
+      c.end(server::ConnEnd::kProtocolError);
+    }
+  }
 }
 
 void DerpService::on_timer(std::uint16_t cookie) {
@@ -154,6 +210,7 @@ void DerpService::on_timer(std::uint16_t cookie) {
   if (stopping_) return;
   const io::Nanos now = loop_.now();
   shard_.poll_inbox();
+  if (mesh_ != nullptr) mesh_->on_wake(shard_, now);
   shard_.tick(now);
   flush_outputs();
   loop_.add_timer(slot_, now + kTickInterval, kTimerTick);
@@ -177,6 +234,7 @@ void DerpService::on_accept(io::TcpListener& l, int fd) {
   c->svc = this;
   c->listener = &l;
   c->index = index;
+  c->serial = next_serial_++;
   c->port80 = &l == port80_.get();
   c->remote = io::peer_endpoint(fd).value_or(Endpoint{});
   io::TcpConnectionOptions opts;
@@ -205,10 +263,18 @@ DerpService::Conn* DerpService::conn_for(server::ClientId id) {
 void DerpService::flush_outputs() {
   shard_.take_outputs(outputs_);
   for (const auto& cl : outputs_.closes) {
-    if (Conn* c = conn_for(cl.id)) c->end(server::ConnEnd::kRequested);
+    if (mesh_ != nullptr && mesh_->owns(cl.id)) {
+      mesh_->close_requested(shard_, cl.id);
+    } else if (Conn* c = conn_for(cl.id)) {
+      c->end(server::ConnEnd::kRequested);
+    }
   }
   for (server::ClientId id : outputs_.writable) {
-    if (Conn* c = conn_for(id)) pump(*c);
+    if (mesh_ != nullptr && mesh_->owns(id)) {
+      mesh_->pump(shard_, id);
+    } else if (Conn* c = conn_for(id)) {
+      pump(*c);
+    }
   }
   for (server::WorkerId w : outputs_.wake) {
     if (w == worker_ || w >= inbox_fds_.size()) continue;
@@ -370,6 +436,14 @@ void DerpService::Conn::on_http(Bytes data) {
 }
 
 void DerpService::Conn::on_derp(Bytes data) {
+  if (state == State::kAdmission) {
+    if (held.size() + data.size() > kMaxHeldWhileAdmitting) {
+      end(server::ConnEnd::kProtocolError);
+      return;
+    }
+    held.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return;
+  }
   protocol::Frame f;
   while (state == State::kHandshake || state == State::kDerp) {
     auto st = reader.next(data, f);
@@ -383,6 +457,12 @@ void DerpService::Conn::on_derp(Bytes data) {
       return;
     }
     on_frame(f);
+    if (state == State::kAdmission) {
+      // Frames after ClientInfo wait for the decision (derper blocks the connection meanwhile).
+      held.assign(reinterpret_cast<const char*>(data.data()), data.size());
+      if (tcp) tcp->pause_reading();
+      return;
+    }
   }
   if (state == State::kDerp && reader.idle()) reader.release_memory();
 }
@@ -411,28 +491,55 @@ void DerpService::Conn::handshake(const protocol::Frame& f) {
     end(server::ConnEnd::kProtocolError);
     return;
   }
-  server::ClientParams p;
-  p.key = hello->key;
-  p.remote = remote;
-  p.mesh_peer = protocol::is_mesh_peer(hello->info, svc->settings_.mesh_key);
-  p.prober = hello->info.is_prober;
-  p.can_ack_pings = hello->info.can_ack_pings;
-  p.not_ideal = not_ideal;
+  pending = server::ClientParams{};
+  pending.key = hello->key;
+  pending.remote = remote;
+  pending.mesh_peer = protocol::is_mesh_peer(hello->info, svc->settings_.mesh_key);
+  pending.prober = hello->info.is_prober;
+  pending.can_ack_pings = hello->info.can_ack_pings;
+  pending.not_ideal = not_ideal;
 
+  // derper asks the admission controller about everyone but mesh peers.
+  if (AdmissionClient* adm = svc->settings_.admission; adm != nullptr && !pending.mesh_peer) {
+    const std::uint64_t token = (std::uint64_t{index} << 32) | serial;
+    switch (adm->submit(svc->worker_, token, pending.key, remote.addr)) {
+      case AdmissionSubmit::kPending:
+        state = State::kAdmission;
+        return;
+      case AdmissionSubmit::kRejectNow:
+        end(server::ConnEnd::kProtocolError);
+        return;
+      case AdmissionSubmit::kAdmitNow:
+        break;
+    }
+  }
+  admit();
+}
+
+void DerpService::Conn::admit() {
   std::byte info[512];
-  auto n = protocol::write_server_info(info, svc->settings_.server_private, p.key);
+  auto n = protocol::write_server_info(info, svc->settings_.server_private, pending.key);
   if (!n) {
     end(server::ConnEnd::kProtocolError);
     return;
   }
-  send(Bytes(info, *n));
-  id = svc->shard_.client_registered(p, svc->loop_.now());
+  // derper registers, then sends ServerInfo; both happen before anything else is processed.
+  id = svc->shard_.client_registered(pending, svc->loop_.now());
   registered = true;
   if (svc->by_client_slot_.size() <= id.slot) svc->by_client_slot_.resize(id.slot + 1, nullptr);
   svc->by_client_slot_[id.slot] = this;
+  send(Bytes(info, *n));
   state = State::kDerp;
   reader.set_limits(protocol::server_limits());
-  if (tcp) tcp->clear_deadline();
+  if (tcp) {
+    tcp->clear_deadline();
+    tcp->resume_reading();
+  }
+  if (!held.empty()) {
+    std::string bytes = std::move(held);
+    held.clear();
+    on_derp(as_bytes(bytes));
+  }
 }
 
 bool DerpService::Conn::send(Bytes b) {

@@ -20,7 +20,9 @@
 #include <optional>
 
 #include "relay/base/counter.h"
+#include "relay/daemon/admission.h"
 #include "relay/daemon/bootstrap_dns.h"
+#include "relay/daemon/mesh_links.h"
 #include "relay/http/site.h"
 #include "relay/io/loop.h"
 #include "relay/io/tcp_connection.h"
@@ -42,6 +44,7 @@ struct DerpSettings {
   http::SiteConfig site;
   tls::TlsContext* tls = nullptr;    // null: plaintext DERP
   const BootstrapDns* bootstrap_dns = nullptr;  // /bootstrap-dns answers
+  AdmissionClient* admission = nullptr;          // -verify-client-url; null: admit everyone
   std::uint32_t max_connections = 100'000;  // per worker
   io::Nanos handshake_timeout = std::chrono::seconds(10);
   io::Nanos http_idle_timeout = std::chrono::seconds(30);
@@ -62,9 +65,10 @@ class DerpService final : public io::AcceptSink, public io::Handler {
  public:
   // `listen_fds`: this worker's listening sockets (DERP port first; with `port80_fd` the plain
   // HTTP redirect port). `inbox_fds[w]`: every worker's inbox eventfd (this one's is read here).
+  // `mesh`: this worker's end of the outbound region mesh links, or null.
   DerpService(io::Loop& loop, io::TcpContext& tcp, const DerpSettings& settings, server::Fabric& fabric,
               server::WorkerId worker, int listen_fd, int port80_fd, std::vector<int> inbox_fds,
-              DerpConnCounters& counters);
+              DerpConnCounters& counters, MeshBridge* mesh = nullptr);
   ~DerpService();
   DerpService(const DerpService&) = delete;
   DerpService& operator=(const DerpService&) = delete;
@@ -91,6 +95,9 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   void flush_outputs();
   void pump(Conn& c);
   void arm_inbox();
+  void arm_mesh();
+  void arm_admission();
+  void on_admission_results();
   void remove(Conn& c);
   Conn* conn_for(server::ClientId id);
 
@@ -105,6 +112,11 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   std::unique_ptr<io::TcpListener> port80_;
   std::vector<int> inbox_fds_;
   std::uint64_t inbox_buf_ = 0;
+  std::uint64_t mesh_buf_ = 0;
+  std::uint64_t admission_buf_ = 0;
+  MeshBridge* mesh_ = nullptr;
+  std::vector<AdmissionResult> admission_results_;
+  std::uint32_t next_serial_ = 1;
   std::uint32_t slot_;
   DerpConnCounters& counters_;
   server::ShardOutputs outputs_;

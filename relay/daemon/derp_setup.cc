@@ -129,6 +129,20 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
     }
   }
 
+  if (!cfg.verify_client_url.empty()) {
+    admission_ = std::make_unique<AdmissionClient>(cfg.verify_client_url, cfg.verify_client_url_fail_open, workers);
+    settings_.admission = admission_.get();
+    spdlog::info("admission controller {} (fail {})", cfg.verify_client_url,
+                 cfg.verify_client_url_fail_open ? "open" : "closed");
+  }
+  if (!cfg.mesh_with.empty()) {
+    MeshOptions mo = mesh_options_from_config(cfg, settings_.server_private, settings_.mesh_key,
+                                              settings_.tls != nullptr, bound_.port, workers);
+    for (const auto& t : mo.targets) spdlog::info("mesh: will dial {} ({})", t.entry, t.url);
+    mesh_ = std::make_unique<MeshLinks>(std::move(mo));
+    shared_.mesh = mesh_.get();
+  }
+
   shared_.settings = &settings_;
   shared_.fabric = fabric_.get();
   shared_.counters = &counters_;

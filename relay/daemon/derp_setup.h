@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "config/config.h"
+#include "relay/daemon/admission.h"
 #include "relay/daemon/bootstrap_dns.h"
+#include "relay/daemon/mesh_links.h"
 #include "relay/daemon/derp_service.h"
 #include "relay/daemon/worker.h"
 #include "relay/server/cross_worker.h"
@@ -37,6 +39,8 @@ class DerpSetup {
   std::vector<DerpConnCounters>& conn_counters() { return counters_; }
   std::vector<std::atomic<const DerpService*>>& services() { return services_; }
   BootstrapDns& bootstrap_dns() { return *bootstrap_; }
+  MeshLinks* mesh() { return mesh_.get(); }
+  AdmissionClient* admission() { return admission_.get(); }
 
  private:
   DerpSettings settings_;
@@ -46,6 +50,8 @@ class DerpSetup {
   std::vector<std::atomic<const server::RelayShard*>> shards_;
   std::vector<std::atomic<const DerpService*>> services_;
   std::unique_ptr<BootstrapDns> bootstrap_;
+  std::unique_ptr<AdmissionClient> admission_;
+  std::unique_ptr<MeshLinks> mesh_;
   std::vector<int> derp_fds_, port80_fds_;
   DerpShared shared_;
   Endpoint bound_;

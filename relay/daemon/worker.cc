@@ -86,7 +86,8 @@ void Worker::main(std::promise<std::string> ready) {
       tcp = std::make_unique<io::TcpContext>(loop, *tcp_buffers);
       derp = std::make_unique<DerpService>(loop, *tcp, *derp_->settings, *derp_->fabric,
                                            static_cast<server::WorkerId>(plan_.index), plan_.derp_fd,
-                                           plan_.port80_fd, derp_->inbox_fds, (*derp_->counters)[plan_.index]);
+                                           plan_.port80_fd, derp_->inbox_fds, (*derp_->counters)[plan_.index],
+                                           derp_->mesh != nullptr ? derp_->mesh->bridge(plan_.index) : nullptr);
       plan_.derp_fd = plan_.port80_fd = -1;  // the listeners own them now
       derp->start();
       (*derp_->shards)[plan_.index].store(&derp->shard(), std::memory_order_release);

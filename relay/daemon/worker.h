@@ -43,6 +43,7 @@ struct DerpShared {
   // Filled by each worker once serving (index = worker), for /metrics; read-only for others.
   std::vector<std::atomic<const server::RelayShard*>>* shards = nullptr;
   std::vector<std::atomic<const DerpService*>>* services = nullptr;
+  MeshLinks* mesh = nullptr;  // outbound region mesh links, or null
 };
 
 class Worker {
