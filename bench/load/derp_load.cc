@@ -238,6 +238,7 @@ class Loader final : public ConnSink {
   std::vector<Flow> flows_;
   std::vector<std::uint32_t> dirty_;
   std::vector<std::uint32_t> pending_reads_;
+  std::vector<std::uint32_t> pending_spare_;  // poll()'s copy of pending_reads_ (keeps its capacity)
   std::vector<std::uint8_t> in_pending_;
   std::vector<std::uint8_t> was_ready_;  // reached kReady at some point
   std::uint32_t tag_ = 0;
@@ -354,7 +355,8 @@ void Loader::poll(std::uint64_t timeout_ns) {
   const int n = epoll_pwait2(epfd_, events.data(), static_cast<int>(events.size()), &ts, nullptr);
   if (n < 0 && errno != EINTR) throw std::runtime_error(fmt::format("epoll_pwait2: {}", std::strerror(errno)));
   // Connections that had more to read than one turn allows go first, then the new events.
-  std::vector<std::uint32_t> again;
+  std::vector<std::uint32_t>& again = pending_spare_;
+  again.clear();
   again.swap(pending_reads_);
   for (std::uint32_t i : again) {
     in_pending_[i] = 0;
