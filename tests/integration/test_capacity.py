@@ -240,6 +240,9 @@ class Capacity(unittest.TestCase):
         self.assertGreater(refused, 0, "no connection was refused: the limit was not reached")
         hung = c["failed_reasons"].get("timeout", 0)
         self.assertEqual(hung, 0, f"{hung} connections were left hanging (no answer within 8 s) instead of refused")
+        # A refusal: the connection closed or reset, or an HTTP error status instead of 101.
+        self.assertLessEqual(set(c["failed_reasons"]), {"refused", "reset", "closed_by_peer", "http"},
+                             c["failed_reasons"])
         self.assertLess(c["max_fail_ms"], REFUSAL_DEADLINE_MS, "refusals were not prompt")
         self.assertEqual(h["open_after_hold"], HELD, f"held connections were closed: {h['counters']['closed_reasons']}")
         self.assertEqual(h["verify"]["connections_ok"], HELD, "held connections stopped working at the limit")
