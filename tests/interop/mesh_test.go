@@ -4,9 +4,8 @@ package interop
 // as mesh clients (WatchConns, PeerPresent/PeerGone, ForwardPacket). Two derpd nodes, and a mixed
 // region of derpd and Tailscale's derper meshed both ways, with Tailscale's derphttp client on
 // each node: packets cross nodes in both directions, and a client that leaves its node is reported
-// gone (PeerGone, disconnected) to the clients on the other node that heard from it, as derper does.
-//
-// Enabled with DERPD_MESH=1 (needs a derpd with its mesh links wired into the daemon).
+// gone (PeerGone, disconnected) to the clients on the other node that heard from it, as derper does;
+// a node that restarts is redialed and packets flow again.
 
 import (
 	"bytes"
@@ -23,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,13 +31,6 @@ import (
 	"tailscale.com/net/netmon"
 	"tailscale.com/types/key"
 )
-
-func requireMesh(t *testing.T) {
-	t.Helper()
-	if os.Getenv("DERPD_MESH") != "1" {
-		t.Skip("mesh interop is off: set DERPD_MESH=1 (derpd must have its mesh links wired into the daemon)")
-	}
-}
 
 // meshNodePlan is one node of a test region, planned before any node starts so that every node's
 // -mesh-with can name every other node's address.
@@ -54,7 +47,7 @@ func (p *meshNodePlan) addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port
 // list (which names every node, this one included, as derper allows). With TLS, each node gets its
 // own certificate for 127.0.0.1 and every process trusts all of them through SSL_CERT_FILE (Go's
 // and OpenSSL's default trust store override), as a real region trusts its public certificates.
-func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*derpServer {
+func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*meshNode {
 	t.Helper()
 	plans := make([]*meshNodePlan, len(kinds))
 	var meshWith []string
@@ -87,7 +80,7 @@ func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*derpServer {
 		t.Fatal(err)
 	}
 
-	var servers []*derpServer
+	var nodes []*meshNode
 	for _, p := range plans {
 		args := []string{"-a", p.addr(), "-http-port", "-1", "-stun=false", "-c", filepath.Join(p.dir, "derper.key"),
 			"-mesh-psk-file", meshKeyFile, "-mesh-with", strings.Join(meshWith, ",")}
@@ -110,15 +103,50 @@ func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*derpServer {
 		default:
 			t.Fatalf("unknown server kind %q", p.kind)
 		}
-		proc := startProcess(t, p.addr(), bin, args...)
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s on %s output:\n%s", s.Name, p.addr(), proc.text())
-			}
-		})
-		servers = append(servers, s)
+		n := &meshNode{derpServer: s, addr: p.addr(), bin: bin, args: args}
+		n.start(t)
+		nodes = append(nodes, n)
 	}
-	return servers
+	return nodes
+}
+
+// meshNode is one running node of a test region.
+type meshNode struct {
+	*derpServer
+	addr string
+	bin  string
+	args []string
+	proc *process
+}
+
+func (n *meshNode) start(t *testing.T) {
+	t.Helper()
+	proc := startProcess(t, n.addr, n.bin, n.args...)
+	n.proc = proc
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s on %s output:\n%s", n.Name, n.addr, proc.text())
+		}
+	})
+}
+
+// restart stops the node (SIGTERM to its PID), waits until the process is gone (its listeners use
+// SO_REUSEPORT: a second process must not share the port with a dying one), and starts it again
+// with the same key file, so its server key stays the same.
+func (n *meshNode) restart(t *testing.T) {
+	t.Helper()
+	pid := n.proc.cmd.Process.Pid
+	if err := n.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop %s: %v", n.Name, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for syscall.Kill(pid, 0) == nil { // reaped by startProcess's Wait once it exited
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still running 15s after SIGTERM", n.Name, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.start(t)
 }
 
 // writeNodeCert writes <dir>/<ip>.crt and .key (the names -certmode manual looks for): a
@@ -288,23 +316,22 @@ func leaveAndExpectGone(t *testing.T, leaver, watcher *meshPeer) {
 
 // exercise: a on node 0, b on node 1; both directions; then b leaves (a hears it is gone), then a
 // second pair the other way round (c on node 1 hears that d on node 0 left).
-func exerciseMesh(t *testing.T, nodes []*derpServer) {
+func exerciseMesh(t *testing.T, nodes []*meshNode) {
 	t.Helper()
-	a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0])
-	b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1])
+	a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0].derpServer)
+	b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1].derpServer)
 	sendAcross(t, a, b, "a-to-b", 30*time.Second)
 	sendAcross(t, b, a, "b-to-a", 10*time.Second)
 	leaveAndExpectGone(t, b, a)
 
-	c := dialMeshPeer(t, "c@"+nodes[1].Name, nodes[1])
-	d := dialMeshPeer(t, "d@"+nodes[0].Name, nodes[0])
+	c := dialMeshPeer(t, "c@"+nodes[1].Name, nodes[1].derpServer)
+	d := dialMeshPeer(t, "d@"+nodes[0].Name, nodes[0].derpServer)
 	sendAcross(t, c, d, "c-to-d", 10*time.Second)
 	sendAcross(t, d, c, "d-to-c", 10*time.Second)
 	leaveAndExpectGone(t, d, c)
 }
 
 func TestMeshDerpdPair(t *testing.T) {
-	requireMesh(t)
 	for _, useTLS := range []bool{false, true} {
 		name := "plain"
 		if useTLS {
@@ -318,11 +345,43 @@ func TestMeshDerpdPair(t *testing.T) {
 
 // derpd and derper in one region: each dials the other (derper always over https, so TLS).
 func TestMeshMixedRegion(t *testing.T) {
-	requireMesh(t)
 	t.Run("derpd-first", func(t *testing.T) {
 		exerciseMesh(t, startMeshRegion(t, true, "derpd", "derper"))
 	})
 	t.Run("derper-first", func(t *testing.T) {
 		exerciseMesh(t, startMeshRegion(t, true, "derper", "derpd"))
 	})
+}
+
+// A node that goes away takes its clients out of the region (the other node's clients that heard
+// from them get PeerGone), and once it is back the other node's link redials it. Both directions:
+// derpd's link redials a restarted derper, and derper's link redials a restarted derpd.
+func TestMeshNodeRestart(t *testing.T) {
+	for _, kinds := range [][]string{{"derpd", "derpd"}, {"derper", "derpd"}, {"derpd", "derper"}} {
+		t.Run(kinds[0]+"-sees-"+kinds[1]+"-restart", func(t *testing.T) {
+			nodes := startMeshRegion(t, true, kinds...)
+			a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0].derpServer)
+			b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1].derpServer)
+			sendAcross(t, a, b, "before", 30*time.Second)
+			sendAcross(t, b, a, "reply", 10*time.Second)
+
+			nodes[1].restart(t)
+			var reason derp.PeerGoneReasonType = 0xff
+			a.await(t, 15*time.Second, "PeerGone for b after its node stopped", func(m derp.ReceivedMessage) bool {
+				pg, ok := m.(derp.PeerGoneMessage)
+				if ok && pg.Peer == b.key {
+					reason = pg.Reason
+					return true
+				}
+				return false
+			})
+			if reason != derp.PeerGoneReasonDisconnected {
+				t.Fatalf("PeerGone reason %d, want disconnected", reason)
+			}
+			b2 := dialMeshPeer(t, "b2@"+nodes[1].Name, nodes[1].derpServer)
+			// derper redials after 5 s; derpd's backoff is shorter.
+			sendAcross(t, a, b2, "after", 30*time.Second)
+			sendAcross(t, b2, a, "after-reply", 10*time.Second)
+		})
+	}
 }
