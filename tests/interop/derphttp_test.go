@@ -378,6 +378,123 @@ func TestDerpHTTPTLS12(t *testing.T) {
 	}
 }
 
+// registrationRaceBug: derpd sends ServerInfo before the new client is known to the other
+// workers, so a packet sent to it right then from a client on another worker is dropped (a disco
+// packet may even be answered PeerGone(not here)). derper registers the client before ServerInfo.
+const registrationRaceBug = "a packet sent right after the destination's ServerInfo, from a client on another worker, is dropped"
+
+// Once a client has its ServerInfo, the server has registered it: a packet sent to it at that
+// moment (here a disco packet) is delivered, and its sender is not told PeerGone(not here).
+func TestDerpHTTPDeliveryRightAfterServerInfo(t *testing.T) {
+	for _, k := range derpServers {
+		t.Run(k.name, func(t *testing.T) {
+			s := k.start(t, serverOpts{})
+			a, _, aSt := loggedIn(t, s, "a")
+			start := time.Now()
+			var failure error
+			for i := 0; i < 100 && failure == nil && time.Since(start) < 60*time.Second; i++ {
+				b, bKey, bSt := loggedIn(t, s, fmt.Sprintf("b%d", i))
+				pkt := discoPacket(100)
+				if err := a.Send(bKey, pkt); err != nil {
+					t.Fatal(err)
+				}
+				if p, err := bSt.nextPacket(2 * time.Second); err != nil || !bytes.Equal(p.Data, pkt) {
+					failure = fmt.Errorf("client %d: the packet sent right after its ServerInfo never arrived (%v)", i, err)
+				}
+				if m, err := aSt.nextMatch(time.Millisecond, func(m derp.ReceivedMessage) bool {
+					pg, ok := m.(derp.PeerGoneMessage)
+					return ok && pg.Peer == bKey
+				}); err == nil && failure == nil {
+					failure = fmt.Errorf("client %d: sender told %+v although it was registered", i, m)
+				}
+				b.Close()
+			}
+			knownDerpdBug(t, k.name, registrationRaceBug, failure)
+		})
+	}
+}
+
+// Two connections with one key (derper's "last writer is active"): packets go to the connection
+// that most recently sent a frame (the newest at first); when one leaves the other takes over;
+// those it sent to hear PeerGone only when the key's last connection leaves.
+func TestDerpHTTPDuplicateKeys(t *testing.T) {
+	for _, k := range derpServers {
+		t.Run(k.name, func(t *testing.T) {
+			s := k.start(t, serverOpts{})
+			a, aKey, aSt := loggedIn(t, s, "a")
+			priv := key.NewNode()
+			dupKey := priv.Public()
+			x1, _, x1St := dialClientKey(t, s, "x1", priv)
+			x1St.waitServerInfo(t)
+			x2, _, x2St := dialClientKey(t, s, "x2", priv)
+			x2St.waitServerInfo(t)
+			isPkt := func(m derp.ReceivedMessage) bool { _, ok := m.(derp.ReceivedPacket); return ok }
+			expect := func(st, other *msgStream, msg string) {
+				t.Helper()
+				if err := a.Send(dupKey, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				p, err := st.nextPacket(10 * time.Second)
+				if err != nil || string(p.Data) != msg {
+					where := "neither connection"
+					if other != nil {
+						if m, err := other.nextMatch(100*time.Millisecond, isPkt); err == nil {
+							where = fmt.Sprintf("%s (%q)", other.name, m.(derp.ReceivedPacket).Data)
+						}
+					}
+					t.Fatalf("%s: got %q (%v), want %q; it went to %s", st.name, p.Data, err, msg, where)
+				}
+				if other != nil {
+					if m, err := other.nextMatch(300*time.Millisecond, isPkt); err == nil {
+						t.Fatalf("%s also got %q", other.name, m.(derp.ReceivedPacket).Data)
+					}
+				}
+			}
+			expect(x2St, x1St, "to the newest")
+			if err := pingPong(x1, x1St, [8]byte{'x', '1'}, 10*time.Second); err != nil { // x1 writes: now active
+				t.Fatal(err)
+			}
+			expect(x1St, x2St, "to the last writer")
+			// a hears from the key, so it is told when the key (its last connection) leaves.
+			if err := x1.Send(aKey, []byte("from the dup key")); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := aSt.nextPacket(10 * time.Second); err != nil || p.Source != dupKey {
+				t.Fatalf("a: %v from %v", err, p.Source)
+			}
+			if err := pingPong(x2, x2St, [8]byte{'x', '2'}, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			expect(x2St, x1St, "to the last writer again")
+			x2.Close()
+			// The server notices the close asynchronously: send until the remaining one gets a packet.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if err := a.Send(dupKey, []byte("to the one left")); err != nil {
+					t.Fatal(err)
+				}
+				if p, err := x1St.nextPacket(200 * time.Millisecond); err == nil {
+					if string(p.Data) != "to the one left" {
+						t.Fatalf("x1 got %q", p.Data)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("after x2 left, packets to the key never reached x1")
+				}
+			}
+			if m, err := aSt.nextMatch(300*time.Millisecond, func(m derp.ReceivedMessage) bool { _, ok := m.(derp.PeerGoneMessage); return ok }); err == nil {
+				t.Fatalf("PeerGone %+v while the key is still connected", m)
+			}
+			x1.Close()
+			pg := aSt.next(t, 10*time.Second, func(m derp.ReceivedMessage) bool { _, ok := m.(derp.PeerGoneMessage); return ok }).(derp.PeerGoneMessage)
+			if pg.Peer != dupKey || pg.Reason != derp.PeerGoneReasonDisconnected {
+				t.Fatalf("PeerGone %v reason %d", pg.Peer, pg.Reason)
+			}
+		})
+	}
+}
+
 // Ping -> Pong with the same 8 bytes, many times, interleaved with packets.
 func TestDerpHTTPPingPong(t *testing.T) {
 	for _, sc := range serverCases() {

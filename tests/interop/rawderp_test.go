@@ -353,7 +353,12 @@ func describe(ms []derp.ReceivedMessage) string {
 // reading its messages. It does not wait for ServerInfo.
 func dialClient(t *testing.T, s *derpServer, name string, opts ...func(*derphttp.Client)) (*derphttp.Client, key.NodePublic, *msgStream) {
 	t.Helper()
-	priv := key.NewNode()
+	return dialClientKey(t, s, name, key.NewNode(), opts...)
+}
+
+// dialClientKey is dialClient with a given node key.
+func dialClientKey(t *testing.T, s *derpServer, name string, priv key.NodePrivate, opts ...func(*derphttp.Client)) (*derphttp.Client, key.NodePublic, *msgStream) {
+	t.Helper()
 	c, err := derphttp.NewClient(priv, s.URL, safeLogf(t), netmon.NewStatic())
 	if err != nil {
 		t.Fatal(err)
