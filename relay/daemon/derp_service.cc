@@ -24,6 +24,8 @@ constexpr std::uint8_t kOpMesh = 2;
 constexpr std::uint8_t kOpAdmission = 3;
 // DERP bytes a client may send while its admission is being decided (held, then processed).
 constexpr std::size_t kMaxHeldWhileAdmitting = 256 * 1024;
+// Longest wait for a registration to show in this worker's replica before ServerInfo goes anyway.
+constexpr io::Nanos kRegistrationWait = std::chrono::milliseconds(500);
 constexpr std::uint16_t kTimerTick = 1;
 constexpr std::uint16_t kTimerReap = 2;
 constexpr io::Nanos kTickInterval = std::chrono::milliseconds(250);
@@ -39,7 +41,9 @@ constexpr std::size_t kMaxHttpBuffered = http::kMaxHeadSize + 1024;
 
 // One accepted TCP connection, from the first HTTP byte to the end of its DERP session.
 struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
-  enum class State : std::uint8_t { kHttp, kHandshake, kAdmission, kDerp, kDead };
+  // kAdmission: waiting for the admission controller. kRegistering: registered, waiting until this
+  // worker's directory replica shows it (the key's home shard has taken it) before ServerInfo.
+  enum class State : std::uint8_t { kHttp, kHandshake, kAdmission, kRegistering, kDerp, kDead };
 
   DerpService* svc = nullptr;
   io::TcpListener* listener = nullptr;
@@ -60,6 +64,9 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   std::uint32_t serial = 0;       // tells this connection's admission answer from a stale one
   server::ClientParams pending;   // the client waiting for its admission decision
   std::string held;               // DERP bytes received while waiting for it
+  io::Nanos registered_at{0};
+  // Sends ServerInfo once the registration is visible (or after a bound), then serves.
+  bool try_finish_registration(bool force);
 
   void on_data(io::TcpConnection& c, Bytes data) override;
   void on_peer_closed(io::TcpConnection& c) override;
@@ -261,6 +268,16 @@ DerpService::Conn* DerpService::conn_for(server::ClientId id) {
 }
 
 void DerpService::flush_outputs() {
+  if (!registering_.empty()) {
+    const io::Nanos now = loop_.now();
+    std::size_t keep = 0;
+    for (std::uint32_t index : registering_) {
+      Conn* c = index < conns_.size() ? conns_[index].get() : nullptr;
+      if (c == nullptr || c->state != Conn::State::kRegistering) continue;
+      if (!c->try_finish_registration(now - c->registered_at > kRegistrationWait)) registering_[keep++] = index;
+    }
+    registering_.resize(keep);
+  }
   shard_.take_outputs(outputs_);
   for (const auto& cl : outputs_.closes) {
     if (mesh_ != nullptr && mesh_->owns(cl.id)) {
@@ -436,7 +453,7 @@ void DerpService::Conn::on_http(Bytes data) {
 }
 
 void DerpService::Conn::on_derp(Bytes data) {
-  if (state == State::kAdmission) {
+  if (state == State::kAdmission || state == State::kRegistering) {
     if (held.size() + data.size() > kMaxHeldWhileAdmitting) {
       end(server::ConnEnd::kProtocolError);
       return;
@@ -457,7 +474,7 @@ void DerpService::Conn::on_derp(Bytes data) {
       return;
     }
     on_frame(f);
-    if (state == State::kAdmission) {
+    if (state == State::kAdmission || state == State::kRegistering) {
       // Frames after ClientInfo wait for the decision (derper blocks the connection meanwhile).
       held.assign(reinterpret_cast<const char*>(data.data()), data.size());
       if (tcp) tcp->pause_reading();
@@ -517,17 +534,28 @@ void DerpService::Conn::handshake(const protocol::Frame& f) {
 }
 
 void DerpService::Conn::admit() {
+  // derper registers, then sends ServerInfo: a client may be sent to as soon as it has it. Here
+  // the directory is replicated per worker, so ServerInfo waits until the key's home shard has
+  // taken the registration and this worker's replica shows it (microseconds; bounded below).
+  id = svc->shard_.client_registered(pending, svc->loop_.now());
+  registered = true;
+  registered_at = svc->loop_.now();
+  if (svc->by_client_slot_.size() <= id.slot) svc->by_client_slot_.resize(id.slot + 1, nullptr);
+  svc->by_client_slot_[id.slot] = this;
+  state = State::kRegistering;
+  if (!try_finish_registration(false)) svc->registering_.push_back(index);
+}
+
+bool DerpService::Conn::try_finish_registration(bool force) {
+  if (state != State::kRegistering) return true;
+  const server::ConnRef me{svc->worker_, id.slot, id.gen};
+  if (!force && svc->shard_.lookup(pending.key) != me) return false;
   std::byte info[512];
   auto n = protocol::write_server_info(info, svc->settings_.server_private, pending.key);
   if (!n) {
     end(server::ConnEnd::kProtocolError);
-    return;
+    return true;
   }
-  // derper registers, then sends ServerInfo; both happen before anything else is processed.
-  id = svc->shard_.client_registered(pending, svc->loop_.now());
-  registered = true;
-  if (svc->by_client_slot_.size() <= id.slot) svc->by_client_slot_.resize(id.slot + 1, nullptr);
-  svc->by_client_slot_[id.slot] = this;
   send(Bytes(info, *n));
   state = State::kDerp;
   reader.set_limits(protocol::server_limits());
@@ -540,6 +568,7 @@ void DerpService::Conn::admit() {
     held.clear();
     on_derp(as_bytes(bytes));
   }
+  return true;
 }
 
 bool DerpService::Conn::send(Bytes b) {

@@ -123,6 +123,7 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   std::vector<std::unique_ptr<Conn>> conns_;     // index = Conn::index
   std::vector<std::uint32_t> free_conns_;
   std::vector<Conn*> by_client_slot_;           // shard ClientId.slot -> connection
+  std::vector<std::uint32_t> registering_;      // connections waiting to send ServerInfo
   std::unique_ptr<std::byte[]> scratch_;        // plaintext staging, kScratch bytes
   bool stopping_ = false;
 };

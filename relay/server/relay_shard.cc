@@ -115,7 +115,8 @@ bool RelayShard::frame_received(ClientId id, const protocol::ClientMessage& msg,
                  [&](const protocol::Ignored&) { counters_.unknown_frames.add(); },
              },
              msg);
-  return c->state == Client::State::kActive;
+  c = arena_.get(id);  // a SendPacket may have polled the inbox
+  return c != nullptr && c->state == Client::State::kActive;
 }
 
 void RelayShard::client_closed(ClientId id, ConnEnd how) {
@@ -211,6 +212,19 @@ void RelayShard::handle_send(ClientId id, Client& c, const protocol::SendPacket&
   counters_.packets_received_kind[static_cast<std::size_t>(kind)].add();
 
   const ReplicaEntry* e = directory_.find(m.dst);
+  if (e == nullptr && fabric_.workers() > 1 && poll_depth_ == 0) {
+    // Not in this replica: the key may have just registered on another worker, its update
+    // already in our inbox but not applied (derper's one directory has no such window). Apply
+    // what is queued and look once more. Polling can close clients, so `c` is looked up again.
+    ++poll_depth_;
+    poll_inbox();
+    --poll_depth_;
+    e = directory_.find(m.dst);
+    if (arena_.get(id) == nullptr) {
+      drop(e != nullptr ? DropReason::kGoneDisconnected : DropReason::kUnknownDest, m.packet);
+      return;
+    }
+  }
   if (e != nullptr && e->active.valid()) {
     deliver(e->active, c.params.key, m.dst, m.packet, 0, now);
     return;

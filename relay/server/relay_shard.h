@@ -241,6 +241,7 @@ class RelayShard {
   std::priority_queue<KeepAliveDue, std::vector<KeepAliveDue>, std::greater<>> keepalives_;
   ShardOutputs out_;
   std::size_t poll_start_ = 0;  // round-robin over incoming rings
+  int poll_depth_ = 0;          // poll_inbox() called from inside a frame's handling
 };
 
 template <typename T>
