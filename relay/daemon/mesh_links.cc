@@ -163,10 +163,10 @@ void LinkChannel::wake_worker() { signal_fd(worker_fd_); }
 
 bool LinkChannel::frames_pending() { return !frames_.front().empty(); }
 
-void LinkChannel::wait(milliseconds timeout) {
+void LinkChannel::wait(milliseconds timeout, bool return_on_frames) {
   link_sleeping_.store(true, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!frames_pending()) {
+  if (!return_on_frames || !frames_pending()) {
     pollfd p{link_fd_, POLLIN, 0};
     (void)::poll(&p, 1, static_cast<int>(timeout.count()));
   }
@@ -369,12 +369,13 @@ void MeshLinks::run(Link& link) {
   std::mt19937_64 rng(std::random_device{}());
   auto stopping = [this] { return stop_.load(std::memory_order_acquire); };
 
-  // Blocks while the event ring is full (the worker wakes us when it has drained it).
+  // Blocks while the event ring is full (the worker wakes us when it has drained some; frames
+  // waiting meanwhile stay in their ring).
   auto post = [&](const LinkEvent& e) {
     while (!ch.try_post(e)) {
       if (stopping()) return false;
       ch.wake_worker();
-      ch.wait(kRoomPoll);
+      ch.wait(kRoomPoll, /*return_on_frames=*/false);
     }
     return true;
   };
@@ -400,7 +401,7 @@ void MeshLinks::run(Link& link) {
   opts.connect_timeout = options_.connect_timeout;
   opts.write_timeout = options_.write_timeout;
 
-  spdlog::info("{}: will dial {}", tag, link.target.url);
+  spdlog::debug("{}: dialing {}", tag, link.target.url);
   milliseconds backoff = options_.min_backoff;
   std::uint32_t gen = 0;
   std::string last_failure;

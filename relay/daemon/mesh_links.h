@@ -152,9 +152,9 @@ class LinkChannel {
   std::size_t consume_frames(std::uint32_t gen, Sink&& sink, std::size_t max_records,
                              RelaxedCounter* discarded = nullptr);
   bool frames_pending();
-  // Sleeps until the worker wakes this link (frames queued, events consumed), stop_link() is called,
-  // or `timeout`. Returns at once when frames are already waiting.
-  void wait(std::chrono::milliseconds timeout);
+  // Sleeps until the worker wakes this link (frames queued, events consumed), wake_link() is called,
+  // or `timeout`. With `return_on_frames`, returns at once when frames are already waiting.
+  void wait(std::chrono::milliseconds timeout, bool return_on_frames = true);
 
   // --- worker side -------------------------------------------------------------------------------
   bool pop_event(LinkEvent& e);

@@ -675,6 +675,38 @@ TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
   EXPECT_FALSE(links.counters(0).connected.load());
 }
 
+TEST(MeshLinks, PresenceFloodThroughASmallEventRingLosesNothing) {
+  const auto me = protocol::NodePrivate::generate();
+  FakePeer peer(protocol::NodePrivate::generate());
+  MeshOptions o = fast_options(me, peer.url());
+  o.event_ring_bytes = server::SpscByteRing::kMinCapacity;  // ~85 events: the link must wait for room
+  MeshLinks links(o);
+  WorkerLoop w(links);
+  links.start();
+  auto c = peer.next(5s);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->read(5s));  // WatchConns
+  constexpr std::uint32_t kKeys = 3000;
+  std::vector<std::byte> burst;  // one write: the link reads them as fast as it can
+  for (std::uint32_t i = 0; i < kKeys; ++i) {
+    std::array<std::byte, protocol::frame_size(protocol::kPeerPresentLen)> f{};
+    const std::size_t n = protocol::write_peer_present(f, key_homed(10 + i, 0, 1),
+                                                       Endpoint{*IpAddr::parse("192.0.2.1"), 1}, 1);
+    burst.insert(burst.end(), f.begin(), f.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  std::thread writer([&] { EXPECT_TRUE(c->write(burst)); });
+  // Gone for the first half, after the flood.
+  ASSERT_TRUE(w.run_until([&] { return w.node[0].directory().size() == kKeys; }, 10s))
+      << w.node[0].directory().size() << " of " << kKeys;
+  writer.join();
+  for (std::uint32_t i = 0; i < kKeys / 2; ++i) ASSERT_TRUE(c->peer_gone(key_homed(10 + i, 0, 1)));
+  ASSERT_TRUE(w.run_until([&] { return w.node[0].directory().size() == kKeys - kKeys / 2; }, 10s));
+  EXPECT_TRUE(w.forwarder_for(key_homed(10 + kKeys - 1, 0, 1)));
+  EXPECT_FALSE(w.forwarder_for(key_homed(10, 0, 1)));
+  EXPECT_EQ(links.counters(0).present.get(), kKeys);
+  EXPECT_EQ(links.counters(0).gone.get(), kKeys / 2);
+}
+
 TEST(MeshLinks, StopsForGoodWhenThePeerIsThisNode) {
   const auto me = protocol::NodePrivate::generate();
   FakePeer peer(me);  // answers with our own server key
@@ -704,12 +736,16 @@ TEST(MeshLinks, RetriesAnUnreachablePeerWithBackoffAndStopsPromptly) {
   MeshOptions o = fast_options(protocol::NodePrivate::generate(), url);
   o.max_backoff = 5000ms;
   MeshLinks links(o);
+  const auto start = std::chrono::steady_clock::now();
   links.start();
-  std::this_thread::sleep_for(1s);
-  const auto failures = links.counters(0).connect_failures.get();
-  // 20, 40, 80, ... ms (each jittered down to half): a handful of tries in a second, not hundreds.
-  EXPECT_GE(failures, 3u);
-  EXPECT_LE(failures, 12u);
+  // Sleeps of 20, 40, 80, 160 ms, each jittered down to at most half: the fifth try comes after
+  // at least 150 ms, and a second holds a handful of tries, not hundreds.
+  while (links.counters(0).connect_failures.get() < 5 && std::chrono::steady_clock::now() - start < 10s)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_GE(links.counters(0).connect_failures.get(), 5u) << "the link keeps retrying";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
+  std::this_thread::sleep_until(start + 1s);
+  EXPECT_LE(links.counters(0).connect_failures.get(), 12u);
   const auto t0 = std::chrono::steady_clock::now();
   links.stop();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "stop() interrupts the backoff sleep";
