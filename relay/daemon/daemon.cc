@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "relay/daemon/derp_setup.h"
+#include "relay/daemon/port_probe.h"
 #include "relay/daemon/worker.h"
 #include "relay/io/probe.h"
 #include "relay/io/udp_socket.h"
@@ -35,7 +36,10 @@ unsigned worker_count(const config::Config& cfg) {
 }
 
 // Binds one UDP socket; a port of 0 is resolved so later workers share the same port.
-int bind_udp(Endpoint& addr) {
+int bind_udp(Endpoint& addr, bool first) {
+  // Before the first SO_REUSEPORT bind: is someone else already serving this port?
+  if (first)
+    if (std::string busy = probe_port_free(addr, SOCK_DGRAM); !busy.empty()) throw std::runtime_error(busy);
   int err = 0;
   auto fd = io::open_udp_socket(addr, err);
   if (!fd) {
@@ -94,7 +98,7 @@ std::vector<WorkerPlan> plan_workers(unsigned n, std::vector<stun::ServerAddress
       for (int ip = 0; ip < (site.has_alternate ? 2 : 1); ++ip)
         for (int port = 0; port < (site.has_alternate ? 2 : 1); ++port) {
           Endpoint e{site.ip[ip], site.port[port]};
-          sp.fds[ip][port] = bind_udp(e);
+          sp.fds[ip][port] = bind_udp(e, w == 0);
           sp.bound[ip][port] = e;
           // Resolved ports apply to every later bind of this site.
           if (site.port[port] == 0) site.port[port] = e.port;

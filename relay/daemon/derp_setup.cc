@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "relay/daemon/node_key.h"
+#include "relay/daemon/port_probe.h"
 #include "relay/io/tcp_listener.h"
 #include "relay/tls/certs.h"
 
@@ -120,6 +121,12 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
   bound_ = cfg.derp_addr;
   Endpoint http80{cfg.derp_addr.addr, 0};
   const bool want80 = settings_.tls != nullptr && cfg.http_port > 0;
+  // Before the first SO_REUSEPORT bind: is someone else already serving these ports?
+  if (std::string busy = probe_port_free(bound_, SOCK_STREAM); !busy.empty()) throw std::runtime_error(busy);
+  if (want80) {
+    http80.port = static_cast<std::uint16_t>(cfg.http_port);
+    if (std::string busy = probe_port_free(http80, SOCK_STREAM); !busy.empty()) throw std::runtime_error(busy);
+  }
   for (unsigned w = 0; w < workers; ++w) {
     derp_fds_.push_back(listen_tcp(bound_));
     if (want80) {

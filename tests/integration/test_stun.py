@@ -219,7 +219,7 @@ class StartupAndShutdown(unittest.TestCase):
         try:
             r = run_derpd(*BASE, "--stun-addr", f"127.0.0.1:{port}")
             self.assertNotEqual(r.returncode, 0)
-            self.assertIn(f"cannot listen on udp 127.0.0.1:{port}", r.stdout + r.stderr)
+            self.assertIn(f"udp 127.0.0.1:{port} is already in use", r.stdout + r.stderr)
         finally:
             blocker.close()
 
