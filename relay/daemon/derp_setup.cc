@@ -37,13 +37,16 @@ int listen_tcp(Endpoint& addr) {
   return *fd;
 }
 
-// One file descriptor per connection: raise the soft limit to the hard one.
-void raise_fd_limit() {
+// One file descriptor per connection: raise the soft limit to the hard one, and return it.
+std::uint64_t raise_fd_limit() {
   rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return rl.rlim_cur;
 }
 
 }  // namespace
@@ -51,7 +54,13 @@ void raise_fd_limit() {
 DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
     : counters_(workers), shards_(workers), services_(workers) {
   if (!protocol::crypto_init()) throw std::runtime_error("libsodium failed to initialise");
-  raise_fd_limit();
+  // Connections beyond what the descriptor limit allows are accepted and closed at once (counted
+  // as refused) rather than left unaccepted in the kernel's queue, where clients would hang.
+  const std::uint64_t nofile = raise_fd_limit();
+  const std::uint64_t reserve = 64 + 16 * std::uint64_t{workers};
+  const std::uint64_t per_worker = nofile > reserve + workers ? (nofile - reserve) / workers : 1;
+  settings_.max_connections = static_cast<std::uint32_t>(std::min<std::uint64_t>(settings_.max_connections, per_worker));
+  spdlog::info("connection limit {} per worker (file descriptor limit {})", settings_.max_connections, nofile);
 
   LoadedKey key = load_or_create_node_key(cfg.key_file);
   settings_.server_private = key.key;
