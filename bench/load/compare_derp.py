@@ -89,6 +89,26 @@ def machine_details():
             "loadavg": loadavg}
 
 
+def set_autogroup_nice(pid, nice):
+    """Gives the process's scheduler autogroup (its session: started with start_new_session) this
+    nice value, so a benchmark on a shared machine gets its cores against other sessions' work."""
+    if nice is None:
+        return
+    try:
+        with open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as f:
+            f.write(str(nice))
+    except OSError as e:
+        print(f"warning: cannot set the autogroup nice of {pid}: {e}", file=sys.stderr)
+
+
+def spawn(argv, args, **kw):
+    """Starts a process in its own session (own autogroup), remembered for stop_all()."""
+    proc = subprocess.Popen(argv, start_new_session=True, **kw)
+    STARTED.append(proc)
+    set_autogroup_nice(proc.pid, args.autogroup_nice)
+    return proc
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -155,9 +175,8 @@ class Server:
         else:
             exe = args.derper_bin
         with open(self.log_path, "w", encoding="utf-8") as log:
-            self.proc = subprocess.Popen(["taskset", "-c", str(args.server_cpu), exe] + flags, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        STARTED.append(self.proc)
+            self.proc = spawn(["taskset", "-c", str(args.server_cpu), exe] + flags, args, stdout=log,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.target = f"127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout):
@@ -190,15 +209,16 @@ def derp_load(args, target, mode, extra, timeout, server=None):
         argv.append("--tls")
     if server is not None:
         argv += ["--server-pid", str(server.proc.pid)]
+    proc = spawn(argv, args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        stop(proc)
         return {"error": f"derp_load did not finish in {timeout:.0f} s"}
     try:
-        r = json.loads(out.stdout)
+        return json.loads(out)
     except ValueError:
-        return {"error": f"derp_load exited {out.returncode}: {out.stderr.strip()[-400:]}"}
-    return r
+        return {"error": f"derp_load exited {proc.returncode}: {err.strip()[-400:]}"}
 
 
 def load_shape(args):
@@ -227,8 +247,8 @@ def run_server(name, mode, args, workdir, results):
             if not ceiling:
                 continue
             rate = args.open_fraction * ceiling
-            r = derp_load(args, s.target, mode, ["--mode", "open", "--rate", f"{rate:.0f}", "--size", str(size)]
-                          + load_shape(args), budget, s)
+            r = derp_load(args, s.target, mode, ["--mode", "open", "--rate", f"{rate:.0f}", "--burst", str(args.burst),
+                                                 "--size", str(size)] + load_shape(args), budget, s)
             r["rate_basis"] = basis
             res["open"][size] = r
             print(f"  {name:<6} {mode:<5} open   {size:>5} B at {rate:.0f}/s: {summary(r)}", flush=True)
@@ -283,7 +303,8 @@ def print_report(machine, args, results, elapsed):
           f"loadavg at start {machine['loadavg']}")
     print(f"servers on cpu {args.server_cpu} (derpd --workers {args.derpd_workers}), derp_load on cpu {args.client_cpu}; "
           f"{args.pairs} pairs, window {args.window}, {args.duration:g} s measured after {args.warmup:g} s warm-up; "
-          f"open loop at {args.open_fraction * 100:.0f}% of derper's ceiling; idle {args.idle_conns} connections")
+          f"open loop at {args.open_fraction * 100:.0f}% of derper's ceiling in bursts of {args.burst}; "
+          f"idle {args.idle_conns} connections; autogroup nice {args.autogroup_nice}")
     print()
     head = (f"{'mode':<5} {'server':<6} {'size':>5} {'deliv pkt/s':>11} {'pkt/cpu-s':>10} {'us/pkt':>7} {'busy':>5} "
             f"{'loss %':>7} | {'open rate':>9} {'p50 us':>8} {'p99 us':>8} {'p999 us':>8} {'loss %':>7}")
@@ -398,9 +419,8 @@ def run_capacity(args, workdir):
             argv = ["taskset", "-c", str(args.client_cpu), args.derp_load, s.target, "--json", "--mode", "idle",
                     "--connections", str(n), "--src-ips", "64", "--hold", "600", "--verify-pairs", "500",
                     "--size", "100", "--handshake-timeout", "30", "--connect-timeout", "300"]
-            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            STARTED.append(p)
-            procs.append(p)
+            procs.append(spawn(argv, args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL))
         t0 = time.monotonic()
         holding = 0
         for p in procs:  # each prints "holding N connections" once its connect phase ended
@@ -453,6 +473,8 @@ def main():
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before each measurement")
     p.add_argument("--pairs", type=int, default=100, help="connection pairs in the load runs")
     p.add_argument("--window", type=int, default=16, help="closed loop: packets in flight per direction of a pair")
+    p.add_argument("--burst", type=int, default=8,
+                   help="open loop: packets a sender sends back to back (bursts at rate / burst per second)")
     p.add_argument("--open-fraction", type=float, default=0.8, help="open-loop rate as a fraction of derper's ceiling")
     p.add_argument("--idle-conns", type=int, default=10000, help="idle connections for the memory run")
     p.add_argument("--hold", type=float, default=2.0, help="seconds the idle connections are held before RSS is read")
@@ -461,6 +483,9 @@ def main():
     p.add_argument("--server-cpu", type=int, default=1)
     p.add_argument("--client-cpu", type=int, default=0)
     p.add_argument("--start-timeout", type=float, default=15.0)
+    p.add_argument("--autogroup-nice", type=int, default=None,
+                   help="nice value for the scheduler autogroup of every process started (each runs in its own "
+                        "session); e.g. -15 on a machine shared with builds (root, CONFIG_SCHED_AUTOGROUP)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1400 B, 1 s runs, 20 pairs, 1000 idle connections")
     p.add_argument("--capacity", type=int, default=0, help="afterwards, hold this many idle connections to derpd")
     p.add_argument("--capacity-workers", type=int, default=2)
@@ -484,6 +509,10 @@ def main():
             p.error(f"unknown mode {m!r}")
     if not 0 < args.duration <= 60 or not 0 <= args.warmup <= 10:
         p.error("--duration must be in (0, 60] and --warmup in [0, 10]")
+    if not 1 <= args.burst <= 64:
+        p.error("--burst must be in [1, 64]")
+    if args.autogroup_nice is not None and not -20 <= args.autogroup_nice <= 19:
+        p.error("--autogroup-nice must be in [-20, 19]")
     if not 0 < args.open_fraction <= 2:
         p.error("--open-fraction must be in (0, 2]")
     if not 0 <= args.capacity <= 200000:

@@ -10,8 +10,9 @@
 // Modes:
 //   closed  each direction of each pair keeps --window packets in flight: a delivery returns a
 //           credit to its sender, which sends again at once (saturation: the relay's ceiling)
-//   open    --rate packets/s in total, spread round-robin over the senders, each stamped with its
-//           scheduled send time (a late client shows up as latency, not as a lower rate)
+//   open    --rate packets/s in total, in bursts of --burst packets sent back to back, the bursts
+//           spread round-robin over the senders, each packet stamped with its burst's scheduled
+//           send time (a late client shows up as latency, not as a lower rate)
 //   idle    open --connections and hold them (the server's RSS before/after, per connection),
 //           then check that each (or a sample of pairs) can still send and receive
 //
@@ -124,6 +125,8 @@ struct Options {
   std::uint32_t pairs = 100;
   std::uint32_t window = 16;
   double rate = 100'000;
+  std::uint32_t burst = 1;
+  bool spin = false;
   std::string sizes_text = "1400";
   std::vector<std::uint32_t> sizes;
   double duration_s = 5;
@@ -218,6 +221,7 @@ class Loader final : public ConnSink {
   void refill(std::uint32_t s);
   void scan_flows(std::uint64_t t);
   void schedule_open(std::uint64_t t);
+  std::uint64_t burst_time(std::uint64_t k) const;
   std::uint32_t size_for(std::uint64_t seq) const { return opt_.sizes[seq % opt_.sizes.size()]; }
   nlohmann::json run_load();
   nlohmann::json run_idle();
@@ -253,7 +257,7 @@ class Loader final : public ConnSink {
 
   // Open loop.
   std::uint64_t open_t0_ = 0;
-  std::uint64_t scheduled_ = 0;
+  std::uint64_t scheduled_ = 0;  // bursts scheduled so far
   std::uint64_t measure_from_ = 0;  // scheduled times in [measure_from_, measure_to_) are measured
   std::uint64_t measure_to_ = 0;
 
@@ -349,7 +353,7 @@ void Loader::mark_dirty(std::uint32_t i) {
 }
 
 void Loader::poll(std::uint64_t timeout_ns) {
-  if (!pending_reads_.empty() || !dirty_.empty()) timeout_ns = 0;
+  if (!pending_reads_.empty() || !dirty_.empty() || (opt_.spin && sending_)) timeout_ns = 0;
   std::array<epoll_event, 256> events{};
   timespec ts{static_cast<time_t>(timeout_ns / kNs), static_cast<long>(timeout_ns % kNs)};
   const int n = epoll_pwait2(epfd_, events.data(), static_cast<int>(events.size()), &ts, nullptr);
@@ -517,19 +521,27 @@ void Loader::scan_flows(std::uint64_t t) {
   }
 }
 
+std::uint64_t Loader::burst_time(std::uint64_t k) const {
+  return open_t0_ + static_cast<std::uint64_t>(static_cast<double>(k) * 1e9 * opt_.burst / opt_.rate);
+}
+
 void Loader::schedule_open(std::uint64_t t) {
   if (!sending_) return;
-  const double ns_per_packet = 1e9 / opt_.rate;
-  const auto due = static_cast<std::uint64_t>(static_cast<double>(t - open_t0_) / ns_per_packet) + 1;
+  // Burst k (of --burst packets, back to back, all stamped with its scheduled time) goes to
+  // sender k mod n at t0 + k * burst / rate.
+  const double ns_per_burst = 1e9 * opt_.burst / opt_.rate;
+  const auto due = static_cast<std::uint64_t>(static_cast<double>(t - open_t0_) / ns_per_burst) + 1;
   const std::uint64_t limit = std::min(due, scheduled_ + kOpenBatchLimit);
   while (scheduled_ < limit) {
-    const std::uint64_t at = open_t0_ + static_cast<std::uint64_t>(static_cast<double>(scheduled_) * ns_per_packet);
+    const std::uint64_t at = burst_time(scheduled_);
     const auto s = static_cast<std::uint32_t>(scheduled_ % n_);
     const std::uint8_t phase = at >= measure_from_ && at < measure_to_ ? 1 : 0;
-    if (conns_[s].queued() > kOpenBacklogLimit) {
-      ++c_.open_skipped;
-    } else if (send_one(s, at, phase)) {
-      c_.max_lag_ns = std::max(c_.max_lag_ns, t > at ? t - at : 0);
+    for (std::uint32_t k = 0; k < opt_.burst; ++k) {
+      if (conns_[s].queued() > kOpenBacklogLimit) {
+        ++c_.open_skipped;
+      } else if (send_one(s, at, phase)) {
+        c_.max_lag_ns = std::max(c_.max_lag_ns, t > at ? t - at : 0);
+      }
     }
     ++scheduled_;
   }
@@ -694,7 +706,7 @@ nlohmann::json Loader::run_load() {
     if (phase_ == Phase::kMeasure) until = std::min(until, win_end);
     if (phase_ == Phase::kDrain) until = std::min(until, drain_deadline);
     if (opt_.mode == Mode::kOpen && sending_) {
-      until = std::min(until, open_t0_ + static_cast<std::uint64_t>(static_cast<double>(scheduled_) * 1e9 / opt_.rate));
+      until = std::min(until, burst_time(scheduled_));
     }
     poll(until > t ? until - t : 0);
   }
@@ -725,6 +737,7 @@ nlohmann::json Loader::run_load() {
                      {"count", hist_.count()}};
   if (opt_.mode == Mode::kOpen) {
     j["target_rate"] = opt_.rate;
+    j["burst"] = opt_.burst;
     j["open_skipped"] = c_.open_skipped;
     j["max_lag_ms"] = static_cast<double>(c_.max_lag_ns) / 1e6;
   }
@@ -918,6 +931,9 @@ std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
   app.add_option("-p,--pairs", o.pairs, "closed/open: connection pairs")->check(CLI::Range(1u, kMaxConnections / 2));
   app.add_option("-w,--window", o.window, "closed: packets in flight per direction of a pair")->check(CLI::Range(1u, 4096u));
   app.add_option("-r,--rate", o.rate, "open: packets/s in total")->check(CLI::Range(1.0, 1e8));
+  app.add_option("-b,--burst", o.burst, "open: packets a sender sends back to back (bursts at rate / burst per second)")
+      ->check(CLI::Range(1u, 1024u));
+  app.add_flag("--spin", o.spin, "closed/open: never sleep in epoll while sending (no wake-ups for either side)");
   app.add_option("-s,--size", o.sizes_text, "packet sizes in bytes, comma list used in turn (33..65536)");
   app.add_option("-d,--duration", o.duration_s, "measured seconds (max 120)")->check(CLI::Range(0.1, kMaxDurationS));
   app.add_option("--warmup", o.warmup_s, "seconds of traffic before the measurement")->check(CLI::Range(0.0, 30.0));
