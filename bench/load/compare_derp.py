@@ -28,7 +28,6 @@ import atexit
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -37,56 +36,17 @@ import sys
 import tempfile
 import time
 
+from benchproc import STARTED, machine_details, on_signal, stop, stop_all
+
 ALL_SERVERS = ("derper", "derpd")
 ALL_MODES = ("plain", "tls")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STARTED = []  # Popen objects of the processes this script started
 
 # The issue's targets (TLS): derpd/derper delivered packets per core >= 3; p99 at 80 % of
 # derper's ceiling <= half of derper's; RSS per idle TLS connection <= 8 KiB.
 TARGET_THROUGHPUT_RATIO = 3.0
 TARGET_P99_RATIO = 0.5
 TARGET_IDLE_BYTES = 8 * 1024
-
-
-def stop(proc, grace=5.0):
-    """Stops one process we started, by its PID: SIGTERM, then SIGKILL after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
-    except ProcessLookupError:
-        pass
-
-
-def stop_all():
-    for proc in STARTED:
-        stop(proc)
-
-
-def on_signal(signum, _frame):
-    stop_all()
-    sys.exit(128 + signum)
-
-
-def machine_details():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    with open("/proc/loadavg", encoding="ascii") as f:
-        loadavg = " ".join(f.read().split()[:3])
-    return {"cpu_model": model, "kernel": platform.release(), "nproc": len(os.sched_getaffinity(0)),
-            "loadavg": loadavg}
 
 
 def set_autogroup_nice(pid, nice):

@@ -16,7 +16,6 @@ import argparse
 import atexit
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -28,53 +27,10 @@ import tempfile
 import time
 import zlib
 
+from benchproc import STARTED, machine_details, on_signal, stop, stop_all
+
 ALL_SERVERS = ("derpd", "coturn", "echo")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-STARTED = []  # Popen objects of servers started by this script
-
-
-def stop(proc, grace=3.0):
-    """Stops one server we started, by its PID: SIGTERM, then SIGKILL after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
-    except ProcessLookupError:
-        pass
-
-
-def stop_all():
-    for proc in STARTED:
-        stop(proc)
-
-
-def on_signal(signum, _frame):
-    stop_all()
-    sys.exit(128 + signum)
-
-
-def machine_details():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    with open("/proc/loadavg", encoding="ascii") as f:
-        loadavg = " ".join(f.read().split()[:3])
-    return {
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "loadavg": loadavg,
-    }
 
 
 def cpu_ticks(pid):

@@ -238,9 +238,17 @@ func startDerpLike(t *testing.T, name, bin string, o serverOpts, extra ...string
 	return s
 }
 
-// writeSelfSignedCert writes <dir>/<ip>.crt and .key (the names -certmode manual looks for): an
-// ECDSA P-256 certificate for the IP address, valid for a day.
-func writeSelfSignedCert(dir, ip string) (crtPath string, err error) {
+// certSpec describes a throwaway self-signed server certificate for the tests.
+type certSpec struct {
+	file     string   // <dir>/<file>.crt and .key: the names -certmode manual looks for
+	cn       string   // subject common name
+	dnsNames []string // subject alternative names
+	ips      []net.IP
+	ca       bool // also a CA (a trust anchor for peers that verify against it)
+}
+
+// writeCert writes spec's ECDSA P-256 certificate (valid for a day) and key; returns the .crt path.
+func writeCert(dir string, spec certSpec) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -255,13 +263,18 @@ func writeSelfSignedCert(dir, ip string) (crtPath string, err error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: ip},
+		Subject:               pkix.Name{CommonName: spec.cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IPAddresses:           []net.IP{net.ParseIP(ip)},
+		DNSNames:              spec.dnsNames,
+		IPAddresses:           spec.ips,
+	}
+	if spec.ca {
+		tmpl.IsCA = true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
 	if err != nil {
@@ -271,15 +284,20 @@ func writeSelfSignedCert(dir, ip string) (crtPath string, err error) {
 	if err != nil {
 		return "", err
 	}
-	crtPath = filepath.Join(dir, ip+".crt")
+	crtPath := filepath.Join(dir, spec.file+".crt")
 	if err := os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return "", err
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	if err := os.WriteFile(filepath.Join(dir, ip+".key"), keyPEM, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, spec.file+".key"), keyPEM, 0o600); err != nil {
 		return "", err
 	}
 	return crtPath, nil
+}
+
+// writeSelfSignedCert writes <dir>/<ip>.crt and .key: a certificate for the IP address.
+func writeSelfSignedCert(dir, ip string) (string, error) {
+	return writeCert(dir, certSpec{file: ip, cn: ip, ips: []net.IP{net.ParseIP(ip)}})
 }
 
 // certPin is the DERP map CertName form of a PEM certificate: "sha256-raw:" + hex(SHA-256(DER)).

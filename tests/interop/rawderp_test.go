@@ -9,18 +9,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -125,49 +118,14 @@ func startRelay(t *testing.T, kind string, o relayOpts) *relay {
 	return &relay{derpServer: s, proc: p, Port: port, MetricsURL: metricsURL}
 }
 
-// writeCertFor is writeSelfSignedCert (peers.go) for a host name: <dir>/<name>.crt and .key, an
-// ECDSA P-256 certificate valid for the name and for 127.0.0.1.
+// writeCertFor is writeSelfSignedCert (peers.go) for a host name: <dir>/<name>.crt and .key, a
+// certificate valid for the name and for 127.0.0.1.
 func writeCertFor(dir, name string) (string, error) {
 	if net.ParseIP(name) != nil {
 		return writeSelfSignedCert(dir, name)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return "", err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              []string{name},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		return "", err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(priv)
-	if err != nil {
-		return "", err
-	}
-	crt := filepath.Join(dir, name+".crt")
-	if err := os.WriteFile(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	return crt, os.WriteFile(filepath.Join(dir, name+".key"), keyPEM, 0o600)
+	return writeCert(dir, certSpec{file: name, cn: name, dnsNames: []string{name},
+		ips: []net.IP{net.ParseIP("127.0.0.1")}})
 }
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.
