@@ -74,7 +74,8 @@ Result<Client, Error> Client::connect(const Options& options, std::string* why) 
   c.rbuf_.resize(kReadBuffer);
   c.info_.url = *url;
 
-  auto conn = Conn::dial(url->host, url->port, deadline, &c.why_);
+  const std::string& dial_host = options.dial_host.empty() ? url->host : options.dial_host;
+  auto conn = Conn::dial(dial_host, url->port, deadline, &c.why_);
   if (!conn) return give_up(conn.error(), c.why_);
   c.conn_ = std::move(*conn);
   c.info_.local = c.conn_.local_endpoint();

@@ -17,6 +17,12 @@
 // Blocking with deadlines; not thread-safe (one thread owns a Client). Received messages own their
 // bytes. A kTimeout from recv()/ping() leaves the connection usable; any other error breaks it
 // (every later call returns kBroken), as the Go client's sticky read error.
+//
+// Waiting on several things at once (a mesh link waits for its peer and for its relay's queue):
+// call recv() with a zero timeout until it returns kTimeout, then poll fd() for POLLIN together
+// with the other descriptors. After recv() returned kTimeout nothing is buffered in the client
+// (frames, decrypted or undecrypted TLS records) that a later recv() could return without new
+// bytes arriving on fd(), so readability of fd() is the only event to wait for.
 #pragma once
 
 #include <chrono>
@@ -52,6 +58,10 @@ struct Options {
   bool preferred = false;               // send NotePreferred(true) right after connecting
   bool watch_conns = false;             // send WatchConns right after connecting (mesh key needed)
   std::string ideal_node;               // Ideal-Node header, when non-empty
+  // Dial this host (DNS name or IP literal, IPv6 without brackets) on the URL's port instead of the
+  // URL's host. TLS still sends the URL's host as SNI and checks the certificate for it, and the
+  // Host header stays the URL's: derper's "host/dialhost" mesh entries (derphttp SetURLDialer).
+  std::string dial_host;
   std::chrono::milliseconds connect_timeout{10'000};  // dial + TLS + upgrade + handshake (Go: 10 s)
   std::chrono::milliseconds write_timeout{5'000};     // each send (Go: 5 s for forwards)
 };
@@ -113,6 +123,9 @@ class Client {
   const protocol::NodePublic& public_key() const { return public_key_; }
   const protocol::NodePublic& server_key() const { return info_.server_key; }
   const ConnectInfo& info() const { return info_; }
+  // The connection's socket, to poll for POLLIN (see the file comment); -1 once closed. Never read
+  // or write it directly.
+  int fd() const { return conn_.fd(); }
   // The reason for the last error, in words.
   const std::string& error_detail() const { return why_; }
   bool broken() const { return broken_; }

@@ -80,6 +80,9 @@ class Conn {
   Status<Error> write_all(Bytes data, Deadline deadline, std::string* why);
 
   bool is_open() const { return fd_ >= 0; }
+  // The socket (non-blocking, owned), for waiting on it with poll alongside other descriptors;
+  // -1 once closed. Read and write only through this class.
+  int fd() const { return fd_; }
   bool is_tls() const;
   const TlsInfo& tls_info() const { return tls_info_; }
   std::optional<Endpoint> local_endpoint() const;

@@ -102,6 +102,12 @@ CertKey make_cert_with(const std::string& cn, long serial) {
 
 // --- ServerConn ---------------------------------------------------------------------------------
 
+std::string ServerConn::sni() const {
+  if (ssl_ == nullptr) return {};
+  const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  return name == nullptr ? std::string() : std::string(name);
+}
+
 bool ServerConn::fill() {
   std::array<std::byte, 16384> tmp;
   ssize_t n = 0;

@@ -74,6 +74,9 @@ class ServerConn {
   // The whole non-fast-start login: read head, 101 + ServerKey, ClientInfo, ServerInfo.
   std::optional<protocol::ClientHello> login(const protocol::NodePrivate& server_private);
 
+  // The server name the client sent (TLS SNI); empty for plaintext or none sent.
+  std::string sni() const;
+
   std::string last_head;  // set by read_head()
 
  private:

@@ -2,7 +2,11 @@
 // upgrade when there is none (or under TLS 1.2), and every way of checking the certificate.
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include <chrono>
 #include <cstdio>
@@ -223,6 +227,106 @@ TEST(Tls, CertificateChecks) {
   ASSERT_FALSE(exp_pin.ok());
   EXPECT_EQ(exp_pin.error(), Error::kCertVerify);
   EXPECT_NE(why.find("expired"), std::string::npos) << why;
+}
+
+// derper's host/dialhost: connect to one address, speak TLS and HTTP to a name. The certificate
+// carries only the name (not the dialed IP), so only a client that checks it for the name passes;
+// the server sees the name as SNI and in the Host header.
+TEST(Tls, DialHostKeepsTheUrlHostForSniCertificateAndHostHeader) {
+  CertKey leaf = make_server_cert("derp2.mesh.test", 1, "DNS:derp2.mesh.test");
+  TempFile ca(leaf.pem());
+  TlsSetup tls{&leaf, nullptr};
+  ServerIdentity server;
+  std::string sni, head;
+  FakeServer fake(
+      [&](ServerConn& c) {
+        sni = c.sni();
+        auto hello = c.login(server.priv);
+        head = c.last_head;
+        c.wait_closed();
+      },
+      &tls);
+  Options o = opts("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
+  o.dial_host = "127.0.0.1";
+  o.tls.ca_file = ca.path;
+  std::string why;
+  auto c = Client::connect(o, &why);
+  ASSERT_TRUE(c.ok()) << why;
+  EXPECT_EQ(c->server_key(), server.pub);
+  EXPECT_EQ(c->info().remote->to_string(), "127.0.0.1:" + std::to_string(fake.port()));
+  c->close();
+  fake.join();
+  EXPECT_EQ(sni, "derp2.mesh.test");
+  EXPECT_NE(head.find("\r\nHost: derp2.mesh.test:" + std::to_string(fake.port()) + "\r\n"), std::string::npos) << head;
+}
+
+TEST(Tls, DialHostStillChecksTheCertificateForTheUrlHost) {
+  CertKey leaf = make_server_cert("other.mesh.test", 1, "DNS:other.mesh.test,IP:127.0.0.1");
+  TempFile ca(leaf.pem());
+  TlsSetup tls{&leaf, nullptr};
+  FakeServer fake([](ServerConn& c) { c.wait_closed(); }, &tls);
+  Options o = opts("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
+  o.dial_host = "127.0.0.1";  // in the certificate, but not the name asked for
+  o.tls.ca_file = ca.path;
+  std::string why;
+  auto c = Client::connect(o, &why);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error(), Error::kCertVerify) << why;
+  fake.join();
+}
+
+// After recv() timed out, nothing is left buffered inside the client: several frames in separate
+// TLS records arriving together are all returned before the timeout, and from then on the socket's
+// readability is the only thing to wait for.
+TEST(Tls, AfterARecvTimeoutOnlyTheSocketHasNews) {
+  CertKey leaf = make_server_cert();
+  TempFile ca(leaf.pem());
+  TlsSetup tls{&leaf, nullptr};
+  ServerIdentity server;
+  std::atomic<bool> go{false};
+  FakeServer fake(
+      [&](ServerConn& c) {
+        auto hello = c.login(server.priv);
+        if (!hello) return;
+        for (int i = 0; i < 200 && !go.load(); ++i) std::this_thread::sleep_for(10ms);
+        for (int i = 0; i < 3; ++i) {  // one SSL_write each: three records
+          std::array<std::byte, proto::frame_size(0)> f{};
+          const std::size_t n = proto::write_keep_alive(f);
+          c.write(Bytes(f.data(), n));
+        }
+        c.wait_closed();
+      },
+      &tls);
+  Options o = opts(fake.url());
+  o.tls.ca_file = ca.path;
+  std::string why;
+  auto c = Client::connect(o, &why);
+  ASSERT_TRUE(c.ok()) << why;
+  ASSERT_GE(c->fd(), 0);
+  auto r = c->recv(0ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Error::kTimeout);
+  pollfd p{c->fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 50), 0) << "nothing sent yet";
+  go = true;
+  ASSERT_EQ(::poll(&p, 1, 3000), 1) << "the server's frames make the socket readable";
+  std::this_thread::sleep_for(50ms);  // all three records have arrived
+  int got = 0;
+  for (;;) {
+    auto m = c->recv(0ms);
+    if (!m.ok()) {
+      EXPECT_EQ(m.error(), Error::kTimeout);
+      break;
+    }
+    EXPECT_TRUE(std::holds_alternative<KeepAlive>(*m));
+    ++got;
+  }
+  EXPECT_EQ(got, 3);
+  p.revents = 0;
+  EXPECT_EQ(::poll(&p, 1, 0), 0) << "kTimeout left nothing unread on the socket";
+  c->close();
+  EXPECT_EQ(c->fd(), -1);
+  fake.join();
 }
 
 TEST(Tls, PlaintextServerOnAnHttpsUrl) {
