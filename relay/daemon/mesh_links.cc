@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <limits>
 #include <random>
+#include <unordered_set>
 #include <stdexcept>
 #include <variant>
 
@@ -30,10 +33,9 @@ using std::chrono::milliseconds;
 constexpr std::size_t kEventSize = 8 + protocol::kKeyLen;
 // Bytes pulled from the shard per frame-ring record.
 constexpr std::size_t kPullChunk = 64 * 1024;
-// Link thread: frame-ring records written per turn, messages read per turn, idle read poll.
+// Link thread: frame-ring records written per turn, messages read per turn.
 constexpr std::size_t kRecordsPerTurn = 64;
 constexpr int kMessagesPerTurn = 256;
-constexpr milliseconds kReadPoll{10};
 // Waiting for room in a full event ring.
 constexpr milliseconds kRoomPoll{5};
 // A connection that lived this long resets the backoff.
@@ -105,19 +107,13 @@ Result<std::optional<MeshTarget>, std::string> parse_mesh_target(std::string_vie
   auto u = derpclient::parse_url(fmt::format("{}{}/derp", scheme, host));
   if (!u) return R(Err{fmt::format("mesh-with entry \"{}\": \"{}\" is not a host[:port]", entry, host)});
   if (iequals(u->host, own_hostname) && (!u->explicit_port || u->port == own_port)) return R(std::optional<MeshTarget>());
-  if (dial_host.empty()) {
-    t.url = u->to_string();
-    return R(std::optional<MeshTarget>(std::move(t)));
-  }
-  // derper keeps the URL (TLS name, Host header) and only dials another address; the client
-  // library dials its URL's host, so the URL names the dial host and the certificate is checked
-  // for the peer's own name.
-  std::string dial = bracket_if_v6(dial_host);
-  if (u->explicit_port) dial += fmt::format(":{}", u->port);
-  auto d = derpclient::parse_url(fmt::format("{}{}/derp", scheme, dial));
+  t.url = u->to_string();
+  if (dial_host.empty()) return R(std::optional<MeshTarget>(std::move(t)));
+  // derper keeps the URL (TLS name, Host header) and only connects somewhere else. The dial host is
+  // checked with the URL parser (a host name or an IP literal, nothing else).
+  auto d = derpclient::parse_url(fmt::format("{}{}/derp", scheme, bracket_if_v6(dial_host)));
   if (!d) return R(Err{fmt::format("mesh-with entry \"{}\": dial host \"{}\" is not a host name or IP", entry, dial_host)});
-  t.url = d->to_string();
-  if (tls) t.cert_name = u->host;
+  if (!iequals(d->host, u->host)) t.dial_host = d->host;
   return R(std::optional<MeshTarget>(std::move(t)));
 }
 
@@ -134,8 +130,9 @@ MeshOptions mesh_options_from_config(const config::Config& cfg, const protocol::
     auto t = parse_mesh_target(entry, tls, cfg.hostname, derp_port);
     if (!t) throw std::runtime_error(t.error());
     if (!t->has_value()) continue;  // this node
-    const bool dup = std::any_of(o.targets.begin(), o.targets.end(),
-                                 [&](const MeshTarget& x) { return x.url == (*t)->url; });
+    const bool dup = std::any_of(o.targets.begin(), o.targets.end(), [&](const MeshTarget& x) {
+      return x.url == (*t)->url && x.dial_host == (*t)->dial_host;
+    });
     if (!dup) o.targets.push_back(std::move(**t));
   }
   return o;
@@ -163,12 +160,13 @@ void LinkChannel::wake_worker() { signal_fd(worker_fd_); }
 
 bool LinkChannel::frames_pending() { return !frames_.front().empty(); }
 
-void LinkChannel::wait(milliseconds timeout, bool return_on_frames) {
+void LinkChannel::wait(milliseconds timeout, bool return_on_frames, int peer_fd) {
   link_sleeping_.store(true, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (!return_on_frames || !frames_pending()) {
-    pollfd p{link_fd_, POLLIN, 0};
-    (void)::poll(&p, 1, static_cast<int>(timeout.count()));
+    std::array<pollfd, 2> p{pollfd{link_fd_, POLLIN, 0}, pollfd{peer_fd, POLLIN, 0}};
+    const auto ms = std::clamp<std::int64_t>(timeout.count(), 0, std::numeric_limits<int>::max());
+    (void)::poll(p.data(), peer_fd >= 0 ? 2 : 1, static_cast<int>(ms));
   }
   link_sleeping_.store(false, std::memory_order_relaxed);
   drain_fd(link_fd_);
@@ -385,7 +383,7 @@ void MeshLinks::run(Link& link) {
     while (!stopping()) {
       const auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now());
       if (left.count() <= 0) return;
-      ch.wait(std::min(left, milliseconds(500)));
+      ch.wait(left);  // stop() wakes it
       (void)ch.consume_frames(0, [](Bytes) { return true; }, ~std::size_t{0}, &ctr.bytes_discarded);
     }
   };
@@ -394,14 +392,17 @@ void MeshLinks::run(Link& link) {
   opts.url = link.target.url;
   opts.private_key = options_.server_private;
   opts.mesh_key = options_.mesh_key;
-  opts.tls.cert_name = link.target.cert_name;
+  opts.dial_host = link.target.dial_host;
   opts.app_name = "derpd-mesh";
   opts.can_ack_pings = true;
   opts.watch_conns = false;  // after the self-connect check
   opts.connect_timeout = options_.connect_timeout;
   opts.write_timeout = options_.write_timeout;
 
-  spdlog::debug("{}: dialing {}", tag, link.target.url);
+  if (link.target.dial_host.empty())
+    spdlog::debug("{}: dialing {}", tag, link.target.url);
+  else
+    spdlog::debug("{}: dialing {} for {}", tag, link.target.dial_host, link.target.url);
   milliseconds backoff = options_.min_backoff;
   std::uint32_t gen = 0;
   std::string last_failure;
@@ -447,6 +448,7 @@ void MeshLinks::run(Link& link) {
     const auto started = Clock::now();
 
     // --- the session ---
+    std::unordered_set<protocol::NodePublic> present;  // what the peer reports connected there now
     protocol::FrameReader reader(protocol::server_limits());
     server::ConnEnd how = server::ConnEnd::kShutdown;
     auto last_rx = Clock::now();
@@ -510,10 +512,12 @@ void MeshLinks::run(Link& link) {
         last_rx = Clock::now();
         if (auto* pp = std::get_if<derpclient::PeerPresent>(&*m)) {
           ctr.present.inc();
+          if (present.insert(pp->peer).second) ctr.peers.fetch_add(1, std::memory_order_relaxed);
           if (!post(LinkEvent{LinkEventType::kPresent, server::ConnEnd::kPeerClosed, gen, pp->peer})) break;
           posted = true;
         } else if (auto* pg = std::get_if<derpclient::PeerGone>(&*m)) {
           ctr.gone.inc();
+          if (present.erase(pg->peer) != 0) ctr.peers.fetch_sub(1, std::memory_order_relaxed);
           if (!post(LinkEvent{LinkEventType::kGone, server::ConnEnd::kPeerClosed, gen, pg->peer})) break;
           posted = true;
         } else if (auto* h = std::get_if<derpclient::Health>(&*m)) {
@@ -525,17 +529,23 @@ void MeshLinks::run(Link& link) {
       }
       if (posted) ch.wake_worker();
       if (broken) break;
-      if (Clock::now() - last_rx > options_.read_idle_timeout) {
+      const auto idle_left = last_rx + options_.read_idle_timeout - Clock::now();
+      if (idle_left <= Clock::duration::zero()) {
         how = server::ConnEnd::kReadError;
         spdlog::warn("{}: nothing from the peer for {} s; redialing", tag,
                      std::chrono::duration_cast<std::chrono::seconds>(options_.read_idle_timeout).count());
         break;
       }
       if (got == kMessagesPerTurn || ch.frames_pending()) continue;
-      ch.wait(kReadPoll);
+      // recv() said kTimeout: everything the client had buffered is consumed, so the socket's
+      // readability, the worker's wake-up (frames queued, events drained, reset) and stop() are
+      // the only things that can give this thread work.
+      ch.wait(std::chrono::ceil<milliseconds>(idle_left), true, c.fd());
+      ctr.wakeups.inc();
     }
 
     ctr.connected.store(false, std::memory_order_release);
+    ctr.peers.fetch_sub(static_cast<std::int64_t>(present.size()), std::memory_order_relaxed);
     ctr.disconnects.inc();
     c.close();
     // The worker unregisters the link (every key it reached goes with it). When stopping, one try:

@@ -24,9 +24,9 @@
 // frame ring leaves the frames queued in the shard under its usual per-client limits
 // (drop-oldest), and the link thread wakes the worker once it has made room.
 //
-// The link thread waits on its eventfd between turns, so forwarded packets leave at once; the
-// peer's socket is read without blocking on every turn and at least every kReadPoll while idle
-// (presence changes reach the shard within that; client/derp exposes no descriptor to wait on).
+// Between turns the link thread sleeps in one poll() on its eventfd and the peer's socket, so
+// forwarded packets leave and presence changes reach the shard at once, and an idle link does not
+// wake at all (until its read-idle deadline, which the peer's keepalives keep pushing back).
 //
 // Worker side (MeshBridge), on the worker's thread:
 //   wake_fd()            watch it for readability (io_uring read or poll); then call on_wake().
@@ -66,14 +66,15 @@ namespace derpd::daemon {
 
 // One peer to dial, resolved from a `mesh-with` entry.
 struct MeshTarget {
-  std::string entry;      // as written in mesh-with (for logs)
-  std::string url;        // what is dialed: "http(s)://host[:port]/derp"
-  std::string cert_name;  // the name the peer's certificate must carry when it differs from the URL host
+  std::string entry;      // as written in mesh-with (for logs and the metrics' peer label)
+  std::string url;        // "http(s)://host[:port]/derp": Host header, TLS name (SNI and certificate)
+  std::string dial_host;  // when non-empty, the address dialed instead of the URL's host (same port)
 };
 
 // One mesh-with entry. Forms (derper's, plus an explicit URL for tests and unusual setups):
 //   "host[:port]"            dial scheme://host[:port]/derp
-//   "host[:port]/dialhost"   dial dialhost (same port), the certificate must be host's
+//   "host[:port]/dialhost"   connect to dialhost (same port) but speak to host: SNI, certificate
+//                            name and Host header are host's, as derper's SetURLDialer does
 //   "http(s)://host[:port]/path"  dial exactly that URL
 // The scheme of the host forms is https when `tls` (this node serves TLS, derper's case) and http
 // otherwise. Returns std::nullopt when the entry names this node: its host is `own_hostname`
@@ -125,6 +126,8 @@ struct LinkCounters {
   RelaxedCounter bytes_out;         // their packet bytes
   RelaxedCounter bytes_discarded;   // pulled for a connection that had broken meanwhile
   RelaxedCounter bad_frames;        // the frame stream from the shard did not parse (never expected)
+  RelaxedCounter wakeups;           // times the connected link thread woke from its wait
+  std::atomic<std::int64_t> peers{0};  // distinct keys the peer reports present now (this connection)
   std::atomic<bool> connected{false};
   std::atomic<bool> self{false};    // the peer turned out to be this node: the link stopped
 };
@@ -153,8 +156,9 @@ class LinkChannel {
                              RelaxedCounter* discarded = nullptr);
   bool frames_pending();
   // Sleeps until the worker wakes this link (frames queued, events consumed), wake_link() is called,
-  // or `timeout`. With `return_on_frames`, returns at once when frames are already waiting.
-  void wait(std::chrono::milliseconds timeout, bool return_on_frames = true);
+  // `peer_fd` (when >= 0) turns readable, or `timeout`. With `return_on_frames`, returns at once
+  // when frames are already waiting.
+  void wait(std::chrono::milliseconds timeout, bool return_on_frames = true, int peer_fd = -1);
 
   // --- worker side -------------------------------------------------------------------------------
   bool pop_event(LinkEvent& e);

@@ -12,6 +12,8 @@
 
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -37,7 +39,7 @@ struct TargetCase {
   std::string entry;
   bool tls;
   std::string url;        // "" = skipped (this node); "error" = refused
-  std::string cert_name;
+  std::string dial_host;
 };
 
 class ParseMeshTarget : public ::testing::TestWithParam<TargetCase> {};
@@ -57,7 +59,7 @@ TEST_P(ParseMeshTarget, Resolves) {
   }
   ASSERT_TRUE(t->has_value());
   EXPECT_EQ((*t)->url, c.url);
-  EXPECT_EQ((*t)->cert_name, c.cert_name);
+  EXPECT_EQ((*t)->dial_host, c.dial_host);
   EXPECT_EQ((*t)->entry, c.entry);
 }
 
@@ -68,12 +70,17 @@ INSTANTIATE_TEST_SUITE_P(
                       TargetCase{"derp2.example.com:8443", true, "https://derp2.example.com:8443/derp", ""},
                       TargetCase{"127.0.0.1:3341", false, "http://127.0.0.1:3341/derp", ""},
                       TargetCase{"[::1]:3341", false, "http://[::1]:3341/derp", ""},
-                      // host/dialhost: dial the second, check the certificate for the first.
-                      TargetCase{"derp2.example.com/10.0.0.2", true, "https://10.0.0.2/derp", "derp2.example.com"},
-                      TargetCase{"derp2.example.com:8443/10.0.0.2", true, "https://10.0.0.2:8443/derp",
-                                 "derp2.example.com"},
-                      TargetCase{"derp2.example.com/fd00::2", true, "https://[fd00::2]/derp", "derp2.example.com"},
-                      TargetCase{"derp2.example.com/10.0.0.2", false, "http://10.0.0.2/derp", ""},
+                      // host/dialhost: connect to the second, speak to the first (URL, SNI,
+                      // certificate name, Host header), as derper does.
+                      TargetCase{"derp2.example.com/10.0.0.2", true, "https://derp2.example.com/derp", "10.0.0.2"},
+                      TargetCase{"derp2.example.com:8443/10.0.0.2", true, "https://derp2.example.com:8443/derp",
+                                 "10.0.0.2"},
+                      TargetCase{"derp2.example.com/fd00::2", true, "https://derp2.example.com/derp", "fd00::2"},
+                      TargetCase{"derp2.example.com/[fd00::2]", true, "https://derp2.example.com/derp", "fd00::2"},
+                      TargetCase{"derp2.example.com/10.0.0.2", false, "http://derp2.example.com/derp", "10.0.0.2"},
+                      TargetCase{"derp2.example.com/derp2-internal", true, "https://derp2.example.com/derp",
+                                 "derp2-internal"},
+                      TargetCase{"derp2.example.com/DERP2.example.com", true, "https://derp2.example.com/derp", ""},
                       // Explicit URLs are taken as they are.
                       TargetCase{"http://127.0.0.1:9/derp", true, "http://127.0.0.1:9/derp", ""},
                       TargetCase{"https://derp1.example.com/derp", true, "https://derp1.example.com/derp", ""},
@@ -673,6 +680,79 @@ TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
 
   links.stop();
   EXPECT_FALSE(links.counters(0).connected.load());
+}
+
+// Context switches of the thread named `name` in this process (from /proc), or -1.
+long thread_switches(const std::string& name) {
+  long total = -1;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c != name) continue;
+    std::ifstream status(task.path() / "status");
+    std::string line;
+    long n = 0;
+    while (std::getline(status, line))
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+        n += std::stol(line.substr(line.find(':') + 1));
+    total = std::max(total, 0L) + n;
+  }
+  return total;
+}
+
+TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
+  const auto me = protocol::NodePrivate::generate();
+  FakePeer peer(protocol::NodePrivate::generate());
+  MeshLinks links(fast_options(me, peer.url()));
+  WorkerLoop w(links);
+  links.start();
+  auto c = peer.next(5s);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->read(5s));  // WatchConns
+  ASSERT_TRUE(w.run_until([&] { return w.bridge.open_links() == 1; }));
+
+  // Idle: no periodic wake-up (a 10 ms poll would wake ~50 times in 500 ms).
+  const std::uint64_t wakeups0 = links.counters(0).wakeups.get();
+  const long switches0 = thread_switches("derpd-mesh0");
+  ASSERT_GE(switches0, 0) << "the link thread is named derpd-mesh0";
+  std::this_thread::sleep_for(500ms);
+  EXPECT_LE(links.counters(0).wakeups.get() - wakeups0, 1u);
+  EXPECT_LE(thread_switches("derpd-mesh0") - switches0, 2);
+
+  // The peer sends: the sleeping link reads it at once.
+  const NodePublic ka = key_homed(1, 0, 1), kb = key_homed(2, 0, 1);
+  const ClientId a = w.node.connect(0, ka);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c->peer_present(kb));
+  ASSERT_TRUE(w.run_until([&] { return w.forwarder_for(kb); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(links.counters(0).peers.load(), 1);
+
+  // A worker queues a packet: the sleeping link writes it at once.
+  std::this_thread::sleep_for(100ms);
+  const std::uint64_t wakeups1 = links.counters(0).wakeups.get();
+  const auto pkt = server::test::other_packet(500, 0x42);
+  t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(w.node[0].frame_received(a, protocol::SendPacket{kb, pkt}, w.node.now));
+  w.flush();
+  auto fwd = c->read(5s);
+  ASSERT_TRUE(fwd);
+  EXPECT_EQ(fwd->type, FrameType::kForwardPacket);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_GE(links.counters(0).wakeups.get(), wakeups1 + 1) << "woken by the worker, not by a timer";
+
+  // Presence bookkeeping: a repeated PeerPresent counts once, PeerGone removes, a break clears.
+  ASSERT_TRUE(c->peer_present(kb));
+  ASSERT_TRUE(c->peer_present(key_homed(3, 0, 1)));
+  ASSERT_TRUE(w.run_until([&] { return links.counters(0).present.get() == 3; }));
+  EXPECT_EQ(links.counters(0).peers.load(), 2);
+  ASSERT_TRUE(c->peer_gone(kb));
+  ASSERT_TRUE(w.run_until([&] { return links.counters(0).gone.get() == 1; }));
+  EXPECT_EQ(links.counters(0).peers.load(), 1);
+  c->close();
+  ASSERT_TRUE(w.run_until([&] { return !links.counters(0).connected.load(); }));
+  EXPECT_EQ(links.counters(0).peers.load(), 0);
 }
 
 TEST(MeshLinks, PresenceFloodThroughASmallEventRingLosesNothing) {
