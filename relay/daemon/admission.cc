@@ -66,6 +66,7 @@ class SpscQueue {
 
 struct Request {
   std::uint64_t token = 0;
+  Clock::time_point submitted{};
   Clock::time_point deadline{};
   protocol::NodePublic key;
   IpAddr source;
@@ -158,7 +159,10 @@ std::string_view to_string(AdmissionReason r) {
     case AdmissionReason::kHttpStatus: return "http_status";
     case AdmissionReason::kBadResponse: return "bad_response";
     case AdmissionReason::kUnreachable: return "unreachable";
+    case AdmissionReason::kTimeout: return "timeout";
+    case AdmissionReason::kTooManyRedirects: return "too_many_redirects";
     case AdmissionReason::kOverloaded: return "overloaded";
+    case AdmissionReason::kCount: break;
   }
   return "unknown";
 }
@@ -336,7 +340,11 @@ AdmissionClient::AdmissionClient(AdmissionOptions opts) : opts_(std::move(opts))
     CURL* h = s.easy;
     bool ok = curl_easy_setopt(h, CURLOPT_URL, opts_.url.c_str()) == CURLE_OK;
     ok = ok && curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
-    ok = ok && curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
+    // Redirects as Go's http.Client: libcurl's defaults already turn POST into GET on 301/302/303
+    // (CURLOPT_POSTREDIR unset) and repeat it on 307/308.
+    ok = ok && curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L) == CURLE_OK;
+    ok = ok && curl_easy_setopt(h, CURLOPT_MAXREDIRS, kMaxRedirects) == CURLE_OK;
+    ok = ok && curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK;
     ok = ok && curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
     ok = ok && curl_easy_setopt(h, CURLOPT_USERAGENT, "derpd") == CURLE_OK;
     ok = ok && curl_easy_setopt(h, CURLOPT_HTTPHEADER, e.headers) == CURLE_OK;
@@ -366,9 +374,11 @@ AdmissionSubmit AdmissionClient::submit(std::size_t worker, std::uint64_t token,
   r.token = token;
   r.key = key;
   r.source = source;
-  r.deadline = Clock::now() + opts_.timeout;
+  r.submitted = Clock::now();
+  r.deadline = r.submitted + opts_.timeout;
   if (l == nullptr || l->outstanding >= opts_.queue_per_worker || !l->requests.push(r)) {
     counters_.queue_full.fetch_add(1, std::memory_order_relaxed);
+    counters_.by_reason[static_cast<std::size_t>(AdmissionReason::kOverloaded)].fetch_add(1, std::memory_order_relaxed);
     if (!opts_.fail_open) return AdmissionSubmit::kRejectNow;
     counters_.fail_open_admits.fetch_add(1, std::memory_order_relaxed);
     return AdmissionSubmit::kAdmitNow;
@@ -402,30 +412,35 @@ void AdmissionClient::run() {
   Engine& e = *engine_;
   const std::size_t nlanes = lanes_.size();
 
-  auto deliver = [&](std::size_t lane, std::uint64_t token, AdmissionReason reason, std::uint16_t status) {
+  // Only this thread writes these (relaxed load + store, no locked instruction).
+  auto bump = [](std::atomic<std::uint64_t>& a, std::uint64_t n = 1) {
+    a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  };
+  auto deliver = [&](std::size_t lane, const Request& req, AdmissionReason reason, std::uint16_t status) {
     AdmissionResult r;
-    r.token = token;
+    r.token = req.token;
     r.reason = reason;
     r.http_status = status;
-    switch (reason) {
-      case AdmissionReason::kAllowed:
-        r.allow = true;
-        counters_.allowed.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case AdmissionReason::kDenied:
-        counters_.denied.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case AdmissionReason::kUnreachable:
-      case AdmissionReason::kOverloaded:
+    if (reason == AdmissionReason::kAllowed) {
+      r.allow = true;
+      counters_.allowed.fetch_add(1, std::memory_order_relaxed);
+    } else if (reason == AdmissionReason::kDenied) {
+      counters_.denied.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      if (decided_by_policy(reason)) {
         r.allow = opts_.fail_open;
-        counters_.errors.fetch_add(1, std::memory_order_relaxed);
         if (r.allow) counters_.fail_open_admits.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case AdmissionReason::kHttpStatus:
-      case AdmissionReason::kBadResponse:
-        counters_.errors.fetch_add(1, std::memory_order_relaxed);
-        break;
+      }
     }
+    counters_.by_reason[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - req.submitted).count();
+    const double secs = static_cast<double>(us) / 1e6;
+    const std::size_t bucket = static_cast<std::size_t>(
+        std::lower_bound(kAdmissionLatencyBounds.begin(), kAdmissionLatencyBounds.end(), secs) -
+        kAdmissionLatencyBounds.begin());
+    bump(counters_.latency[bucket]);
+    bump(counters_.latency_sum_us, static_cast<std::uint64_t>(std::max<std::int64_t>(us, 0)));
     Lane& l = *lanes_[lane];
     // Cannot fail: a worker never has more decisions outstanding than the queue holds.
     if (!l.results.push(r)) spdlog::error("admission: result queue of worker {} full; decision lost", lane);
@@ -435,7 +450,7 @@ void AdmissionClient::run() {
   auto start = [&](std::size_t lane, const Request& req, Clock::time_point now) {
     if (req.deadline <= now) {
       // Waited its whole budget behind other requests: no answer in time.
-      deliver(lane, req.token, AdmissionReason::kUnreachable, 0);
+      deliver(lane, req, AdmissionReason::kTimeout, 0);
       return;
     }
     const std::size_t idx = e.free_slots.back();
@@ -454,7 +469,7 @@ void AdmissionClient::run() {
     ok = ok && curl_multi_add_handle(e.multi, s.easy) == CURLM_OK;
     if (!ok) {
       spdlog::warn("admission: could not start a request to the controller");
-      deliver(lane, req.token, AdmissionReason::kUnreachable, 0);
+      deliver(lane, req, AdmissionReason::kUnreachable, 0);
       return;
     }
     s.busy = true;
@@ -467,24 +482,32 @@ void AdmissionClient::run() {
     e.free_slots.push_back(static_cast<std::size_t>(&s - e.slots.data()));
     long code = 0;
     curl_easy_getinfo(s.easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code == 0) {
-      // No response head: the controller is unreachable (derper: http.Client.Do failed).
-      spdlog::debug("admission: controller unreachable for {}: {}", s.req.key.short_string(),
+    if (rc == CURLE_TOO_MANY_REDIRECTS) {
+      spdlog::debug("admission: controller redirected {} more than {} times", s.req.key.short_string(), kMaxRedirects);
+      deliver(s.lane, s.req, AdmissionReason::kTooManyRedirects, 0);
+      return;
+    }
+    // No response head, or a redirect that led nowhere (a hop failed, an unsupported scheme): the
+    // controller gave no answer (derper: http.Client.Do failed). A 3xx that libcurl did not follow
+    // (no Location) arrives with CURLE_OK and is an answer.
+    if (code == 0 || (rc != CURLE_OK && code >= 300 && code < 400)) {
+      spdlog::debug("admission: no answer from the controller for {}: {}", s.req.key.short_string(),
                     s.err[0] != '\0' ? s.err : curl_easy_strerror(rc));
-      deliver(s.lane, s.req.token, AdmissionReason::kUnreachable, 0);
+      deliver(s.lane, s.req, rc == CURLE_OPERATION_TIMEDOUT ? AdmissionReason::kTimeout : AdmissionReason::kUnreachable,
+              0);
       return;
     }
     const auto status = static_cast<std::uint16_t>(std::clamp<long>(code, 1, 999));
     if (code != 200) {
-      deliver(s.lane, s.req.token, AdmissionReason::kHttpStatus, status);
+      deliver(s.lane, s.req, AdmissionReason::kHttpStatus, status);
       return;
     }
     // A 200 whose body was cut short (timeout, reset, our size cap) is judged on what arrived, as
     // Go's decoder does: a complete first value decides, anything less is malformed.
     switch (parse_admit_body(s.resp)) {
-      case AdmitBody::kAllow: deliver(s.lane, s.req.token, AdmissionReason::kAllowed, status); break;
-      case AdmitBody::kDeny: deliver(s.lane, s.req.token, AdmissionReason::kDenied, status); break;
-      case AdmitBody::kMalformed: deliver(s.lane, s.req.token, AdmissionReason::kBadResponse, status); break;
+      case AdmitBody::kAllow: deliver(s.lane, s.req, AdmissionReason::kAllowed, status); break;
+      case AdmitBody::kDeny: deliver(s.lane, s.req, AdmissionReason::kDenied, status); break;
+      case AdmitBody::kMalformed: deliver(s.lane, s.req, AdmissionReason::kBadResponse, status); break;
     }
   };
 
@@ -498,7 +521,7 @@ void AdmissionClient::run() {
     for (auto& lane : lanes_) {
       while (const Request* r = lane->requests.front()) {
         if (r->deadline > now) break;
-        deliver(static_cast<std::size_t>(&lane - lanes_.data()), r->token, AdmissionReason::kUnreachable, 0);
+        deliver(static_cast<std::size_t>(&lane - lanes_.data()), *r, AdmissionReason::kTimeout, 0);
         lane->requests.pop();
       }
     }

@@ -4,12 +4,18 @@
 //   POST <url>  Content-Type: application/json
 //               {"NodePublic":"nodekey:<64 hex>","Source":"<client ip>"}
 //   200 + a JSON object whose "Allow" member (name matched case-insensitively, last one wins) is
-//   true -> admit. Allow false, null or absent -> deny. Any other status (redirects are not
-//   followed), a body that is not such a JSON value within the first max_body bytes, or a
-//   non-boolean Allow -> reject. No HTTP answer at all (connect/DNS/TLS failure, no response
-//   head before the timeout) -> admit when fail_open, else reject. Mesh peers skip admission:
+//   true -> admit. Allow false, null or absent -> deny. Any other status, a body that is not such
+//   a JSON value within the first max_body bytes, or a non-boolean Allow -> reject. No HTTP answer
+//   at all (connect/DNS/TLS failure, no response head before the timeout, a redirect chain that
+//   does not end in an answer) -> admit when fail_open, else reject. Mesh peers skip admission:
 //   that is the caller's decision (it never submits them).
-// The timeout (5 s, as derper) runs from submit(), so time spent queued here counts against it.
+// Redirects are followed as Go's http.Client (derper's http.DefaultClient) follows them: 301, 302
+// and 303 turn the POST into a GET without a body, 307 and 308 repeat the POST with its body;
+// http and https only; a 3xx without Location is the answer. Go stops at its tenth redirect
+// ("stopped after 10 redirects", an error: the fail-open policy decides), so at most
+// kMaxRedirects are followed here too.
+// The timeout (5 s, as derper) runs from submit(), so time spent queued here, and every redirect
+// hop, count against it.
 //
 // Threads: the HTTP requests run on one thread owned by this object, on libcurl's multi
 // interface (many transfers at once, at most max_in_flight). Workers never block:
@@ -27,6 +33,7 @@
 // (slot + generation), and must ignore a result whose connection is gone.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -44,14 +51,32 @@ namespace derpd::daemon {
 
 // Why a decision came out as it did (also a label for metrics and logs).
 enum class AdmissionReason : std::uint8_t {
-  kAllowed,      // 200 and Allow true
-  kDenied,       // 200 and Allow false / null / absent
-  kHttpStatus,   // an answer other than 200 (AdmissionResult::http_status says which)
-  kBadResponse,  // 200 but the body is not a JSON object with a boolean Allow (or it is cut short)
-  kUnreachable,  // no HTTP answer in time (connect, DNS, TLS, timeout): fail-open policy decides
-  kOverloaded,   // the worker's queue was full at submit(): fail-open policy decides
+  kAllowed,       // 200 and Allow true
+  kDenied,        // 200 and Allow false / null / absent
+  kHttpStatus,    // an answer other than 200 (AdmissionResult::http_status says which)
+  kBadResponse,   // 200 but the body is not a JSON object with a boolean Allow (or it is cut short)
+  kUnreachable,   // no HTTP answer (connect, DNS, TLS, bad redirect): fail-open policy decides
+  kTimeout,       // no answer before the deadline (queued or in flight): fail-open policy decides
+  kTooManyRedirects,  // more than kMaxRedirects redirects: fail-open policy decides
+  kOverloaded,    // the worker's queue was full at submit(): fail-open policy decides
+  kCount
 };
+inline constexpr std::size_t kAdmissionReasons = static_cast<std::size_t>(AdmissionReason::kCount);
+// "allowed", "denied", "http_status", "bad_response", "unreachable", "timeout", "too_many_redirects",
+// "overloaded" (the metrics' result label).
 std::string_view to_string(AdmissionReason r);
+// Whether the fail-open policy decides (the controller gave no answer).
+constexpr bool decided_by_policy(AdmissionReason r) {
+  return r == AdmissionReason::kUnreachable || r == AdmissionReason::kTimeout ||
+         r == AdmissionReason::kTooManyRedirects || r == AdmissionReason::kOverloaded;
+}
+
+// Redirects followed per decision (Go's http.Client: an error at the tenth).
+inline constexpr long kMaxRedirects = 9;
+
+// Upper bounds (seconds) of the decision latency histogram: submit() to the result.
+inline constexpr std::array<double, 11> kAdmissionLatencyBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                    0.5,   1,    2.5,   5,    10};
 
 struct AdmissionResult {
   std::uint64_t token = 0;
@@ -79,8 +104,10 @@ struct AdmissionOptions {
 
 // Counters: relaxed atomics, read by the metrics exporter at any time.
 // Every submit() adds to `requests` and ends in exactly one of allowed, denied, errors (non-200,
-// bad body, unreachable) or queue_full, except decisions still outstanding. fail_open_admits is
-// the subset of errors (unreachable) and queue_full that were admitted by policy.
+// bad body, unreachable, timeout, too many redirects) or queue_full, except decisions still
+// outstanding; `by_reason` counts the same decisions by their AdmissionReason. fail_open_admits is
+// the subset of errors and queue_full that were admitted by policy. The latency histogram covers
+// every decision delivered through drain() (not queue_full, answered at once).
 struct AdmissionCounters {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> allowed{0};
@@ -88,6 +115,10 @@ struct AdmissionCounters {
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> fail_open_admits{0};
   std::atomic<std::uint64_t> queue_full{0};
+  std::array<std::atomic<std::uint64_t>, kAdmissionReasons> by_reason{};
+  // Per bucket of kAdmissionLatencyBounds, not cumulative; the last counts those above every bound.
+  std::array<std::atomic<std::uint64_t>, kAdmissionLatencyBounds.size() + 1> latency{};
+  std::atomic<std::uint64_t> latency_sum_us{0};
 };
 
 // The controller's verdict from a 200 response body, decoded leniently as Go's encoding/json

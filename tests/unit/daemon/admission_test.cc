@@ -443,7 +443,7 @@ TEST_P(AdmissionAnswerTest, Decides) {
   EXPECT_EQ(r.allow, sc.allow);
   EXPECT_EQ(r.reason, sc.reason) << to_string(r.reason);
   EXPECT_EQ(r.http_status, sc.status);
-  EXPECT_EQ(srv.requests().size(), 1u);  // redirects are not followed
+  EXPECT_EQ(srv.requests().size(), 1u);
   const auto& k = c.counters();
   EXPECT_EQ(k.allowed.load() + k.denied.load() + k.errors.load(), 1u);
   EXPECT_EQ(k.fail_open_admits.load(), 0u);  // the controller answered: the policy does not apply
@@ -461,8 +461,8 @@ INSTANTIATE_TEST_SUITE_P(
                    AdmissionReason::kHttpStatus, 500},
         ServerCase{"status403", json_reply(403, "", "Forbidden"), true, false, AdmissionReason::kHttpStatus, 403},
         ServerCase{"status204", "HTTP/1.1 204 No Content\r\n\r\n", true, false, AdmissionReason::kHttpStatus, 204},
-        ServerCase{"redirect",
-                   "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n", true, false,
+        // A redirect without Location is the answer (Go returns it as is).
+        ServerCase{"redirect_without_location", "HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", true, false,
                    AdmissionReason::kHttpStatus, 302},
         ServerCase{"garbage", json_reply(200, "<html>welcome</html>"), true, false, AdmissionReason::kBadResponse,
                    200},
@@ -515,7 +515,7 @@ TEST_P(SlowTest, NoAnswerInTimeFollowsPolicy) {
   AdmissionResult r = decide(c);
   const auto took = SteadyClock::now() - t0;
   EXPECT_EQ(r.allow, fail_open);
-  EXPECT_EQ(r.reason, AdmissionReason::kUnreachable);
+  EXPECT_EQ(r.reason, AdmissionReason::kTimeout);
   EXPECT_GE(took, Ms(250));
   EXPECT_LT(took, Ms(2500));
   EXPECT_EQ(c.counters().fail_open_admits.load(), fail_open ? 1u : 0u);
@@ -571,7 +571,7 @@ TEST_P(QueueFullTest, BeyondTheQueueThePolicyAnswersAtOnce) {
   std::set<std::uint64_t> tokens;
   for (const auto& r : rs) {
     tokens.insert(r.token);
-    EXPECT_EQ(r.reason, AdmissionReason::kUnreachable);
+    EXPECT_EQ(r.reason, AdmissionReason::kTimeout);
     EXPECT_EQ(r.allow, fail_open);
   }
   EXPECT_EQ(tokens, (std::set<std::uint64_t>{1, 2}));
@@ -597,7 +597,7 @@ TEST(AdmissionClient, QueuedRequestsShareTheTimeoutFromSubmit) {
   ASSERT_EQ(rs.size(), 3u);
   for (const auto& r : rs) {
     EXPECT_FALSE(r.allow);
-    EXPECT_EQ(r.reason, AdmissionReason::kUnreachable);
+    EXPECT_EQ(r.reason, AdmissionReason::kTimeout);
   }
   EXPECT_LT(took, Ms(2500));
   EXPECT_EQ(c.counters().errors.load(), 3u);
@@ -653,6 +653,170 @@ TEST(AdmissionClient, ManyConcurrentDecisionsReachTheirWorkers) {
   EXPECT_EQ(c.counters().allowed.load(), kWorkers * kPerWorker / 2);
   EXPECT_EQ(c.counters().denied.load(), kWorkers * kPerWorker / 2);
   EXPECT_EQ(c.counters().queue_full.load(), 0u);
+}
+
+// --- redirects (Go's http.Client follows them; so does derper's admission check) -----------------
+
+std::string redirect_to(int status, std::string_view location) {
+  return "HTTP/1.1 " + std::to_string(status) + " Moved\r\nLocation: " + std::string(location) +
+         "\r\nContent-Length: 0\r\n\r\n";
+}
+
+struct RedirectCase {
+  int status;
+  std::string method;  // of the second request
+  bool body;           // the second request repeats the JSON body
+};
+
+class RedirectTest : public ::testing::TestWithParam<RedirectCase> {};
+
+TEST_P(RedirectTest, FollowsLikeGo) {
+  const RedirectCase& rc = GetParam();
+  TestServer srv([&](const HttpRequest& req) {
+    if (req.target == "/verify") return Reply{redirect_to(rc.status, "/real?hop=1")};
+    return Reply{json_reply(200, R"({"Allow":true})")};
+  });
+  AdmissionClient c(srv.url(), false, 1);
+  AdmissionResult r = decide(c);
+  EXPECT_TRUE(r.allow);
+  EXPECT_EQ(r.reason, AdmissionReason::kAllowed);
+  const auto reqs = srv.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].method, "POST");
+  EXPECT_EQ(reqs[1].target, "/real?hop=1");
+  EXPECT_EQ(reqs[1].method, rc.method);
+  if (rc.body) {
+    EXPECT_EQ(reqs[1].body, reqs[0].body);
+    EXPECT_EQ(reqs[1].header("Content-Length"), std::to_string(reqs[0].body.size()));
+  } else {
+    EXPECT_EQ(reqs[1].body, "");
+    EXPECT_EQ(reqs[1].header("Content-Length"), std::nullopt);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Statuses, RedirectTest,
+                         ::testing::Values(RedirectCase{301, "GET", false}, RedirectCase{302, "GET", false},
+                                           RedirectCase{303, "GET", false}, RedirectCase{307, "POST", true},
+                                           RedirectCase{308, "POST", true}),
+                         [](const ::testing::TestParamInfo<RedirectCase>& i) {
+                           return std::to_string(i.param.status);
+                         });
+
+TEST(AdmissionRedirects, ToAnotherServer) {
+  TestServer real([](const HttpRequest& req) {
+    return Reply{json_reply(200, req.method == "POST" ? R"({"Allow":false})" : R"({"Allow":true})")};
+  });
+  TestServer front([&](const HttpRequest&) { return Reply{redirect_to(307, real.url("/decide"))}; });
+  AdmissionClient c(front.url(), true, 1);
+  AdmissionResult r = decide(c);
+  EXPECT_FALSE(r.allow);
+  EXPECT_EQ(r.reason, AdmissionReason::kDenied);
+  ASSERT_EQ(real.requests().size(), 1u);
+  EXPECT_EQ(real.requests()[0].header("Host"), "127.0.0.1:" + std::to_string(real.port()));
+  EXPECT_EQ(real.requests()[0].target, "/decide");
+}
+
+// /hop/N redirects to /hop/N+1 until N reaches `last`, which answers.
+Reply hop_chain(const HttpRequest& req, int last) {
+  const int n = std::stoi(req.target.substr(req.target.rfind('/') + 1));
+  if (n < last) return Reply{redirect_to(302, "/hop/" + std::to_string(n + 1))};
+  return Reply{json_reply(200, R"({"Allow":true})")};
+}
+
+TEST(AdmissionRedirects, NineAreFollowedTheTenthIsAnErrorAsInGo) {
+  {
+    TestServer srv([](const HttpRequest& req) { return hop_chain(req, kMaxRedirects); });
+    AdmissionClient c(srv.url("/hop/0"), false, 1);
+    AdmissionResult r = decide(c);
+    EXPECT_TRUE(r.allow);
+    EXPECT_EQ(r.reason, AdmissionReason::kAllowed);
+    EXPECT_EQ(srv.requests().size(), static_cast<std::size_t>(kMaxRedirects + 1));
+  }
+  for (const bool fail_open : {false, true}) {
+    TestServer srv([](const HttpRequest& req) { return hop_chain(req, kMaxRedirects + 1); });
+    AdmissionClient c(srv.url("/hop/0"), fail_open, 1);
+    AdmissionResult r = decide(c);
+    EXPECT_EQ(r.reason, AdmissionReason::kTooManyRedirects) << to_string(r.reason);
+    EXPECT_EQ(r.allow, fail_open) << "no answer: the fail-open policy decides";
+    EXPECT_EQ(r.http_status, 0);
+    EXPECT_EQ(srv.requests().size(), static_cast<std::size_t>(kMaxRedirects + 1)) << "Go sends ten requests too";
+    EXPECT_EQ(c.counters().fail_open_admits.load(), fail_open ? 1u : 0u);
+    EXPECT_EQ(c.counters().by_reason[static_cast<std::size_t>(AdmissionReason::kTooManyRedirects)].load(), 1u);
+  }
+}
+
+TEST(AdmissionRedirects, ALoopEndsAtTheLimit) {
+  TestServer srv([](const HttpRequest&) { return Reply{redirect_to(307, "/verify")}; });
+  AdmissionClient c(srv.url(), true, 1);
+  AdmissionResult r = decide(c);
+  EXPECT_EQ(r.reason, AdmissionReason::kTooManyRedirects);
+  EXPECT_TRUE(r.allow);
+  EXPECT_EQ(srv.requests().size(), static_cast<std::size_t>(kMaxRedirects + 1));
+}
+
+TEST(AdmissionRedirects, ToNowhereOrAnotherSchemeIsNoAnswer) {
+  DeadPort dead;
+  for (const std::string& where : {dead.url(), std::string("ftp://127.0.0.1:1/verify"), std::string("file:///etc/passwd")}) {
+    TestServer srv([&](const HttpRequest&) { return Reply{redirect_to(302, where)}; });
+    AdmissionClient c(srv.url(), false, 1);
+    AdmissionResult r = decide(c);
+    EXPECT_EQ(r.reason, AdmissionReason::kUnreachable) << where << ": " << to_string(r.reason);
+    EXPECT_FALSE(r.allow);
+    EXPECT_EQ(r.http_status, 0);
+  }
+}
+
+TEST(AdmissionRedirects, EveryHopCountsAgainstTheOneTimeout) {
+  TestServer slow([](const HttpRequest&) { return Reply{"", Ms(5000), json_reply(200, R"({"Allow":true})")}; });
+  TestServer front([&](const HttpRequest&) { return Reply{"", Ms(200), redirect_to(307, slow.url())}; });
+  auto o = opts_for(front.url(), true);
+  o.timeout = Ms(500);
+  AdmissionClient c(o);
+  const auto t0 = SteadyClock::now();
+  AdmissionResult r = decide(c);
+  const auto took = SteadyClock::now() - t0;
+  EXPECT_EQ(r.reason, AdmissionReason::kTimeout) << to_string(r.reason);
+  EXPECT_TRUE(r.allow);
+  EXPECT_EQ(slow.requests().size(), 1u);
+  EXPECT_GE(took, Ms(450));
+  EXPECT_LT(took, Ms(2000));
+}
+
+// --- what the metrics read --------------------------------------------------------------------------
+
+TEST(AdmissionCounters, ByReasonAndLatencyCoverEveryDecision) {
+  TestServer srv([](const HttpRequest& req) {
+    if (req.target == "/verify") return Reply{json_reply(200, R"({"Allow":true})")};
+    if (req.target == "/deny") return Reply{"", Ms(60), json_reply(200, R"({"Allow":false})")};
+    return Reply{json_reply(500, "", "Internal Server Error")};
+  });
+  for (const char* path : {"/verify", "/deny", "/error"}) {
+    auto o = opts_for(srv.url(path), false);
+    o.queue_per_worker = 2;
+    AdmissionClient c(o);
+    for (std::uint64_t t = 1; t <= 2; ++t) ASSERT_EQ(c.submit(0, t, key_with(1), kSource), AdmissionSubmit::kPending);
+    EXPECT_EQ(c.submit(0, 3, key_with(1), kSource), AdmissionSubmit::kRejectNow);
+    ASSERT_EQ(wait_results(c, 0, 2).size(), 2u);
+    const AdmissionCounters& k = c.counters();
+    const AdmissionReason want = std::string(path) == "/verify" ? AdmissionReason::kAllowed
+                                 : std::string(path) == "/deny" ? AdmissionReason::kDenied
+                                                                : AdmissionReason::kHttpStatus;
+    for (std::size_t i = 0; i < kAdmissionReasons; ++i) {
+      const auto reason = static_cast<AdmissionReason>(i);
+      const std::uint64_t expected = reason == want ? 2 : reason == AdmissionReason::kOverloaded ? 1 : 0;
+      EXPECT_EQ(k.by_reason[i].load(), expected) << path << " " << to_string(reason);
+    }
+    std::uint64_t in_histogram = 0;
+    for (const auto& b : k.latency) in_histogram += b.load();
+    EXPECT_EQ(in_histogram, 2u) << "decisions through drain(), not the one refused at once";
+    if (want == AdmissionReason::kDenied) {
+      EXPECT_GE(k.latency_sum_us.load(), 2u * 60'000u) << "the controller took 60 ms each";
+      std::uint64_t fast = 0;  // at or below 50 ms
+      for (std::size_t i = 0; i < kAdmissionLatencyBounds.size() && kAdmissionLatencyBounds[i] <= 0.05; ++i)
+        fast += k.latency[i].load();
+      EXPECT_EQ(fast, 0u);
+    }
+  }
 }
 
 TEST(AdmissionClient, DestroyWithRequestsInFlightIsPrompt) {
