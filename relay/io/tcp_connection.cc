@@ -15,6 +15,7 @@ namespace derpd::io {
 namespace {
 constexpr std::uint8_t kOpRecv = 1;
 constexpr std::uint8_t kOpSend = 2;
+constexpr std::uint8_t kOpUnregister = 3;
 
 constexpr std::uint16_t kTimerFlush = 1;     // end of turn: hand the staging buffer to the kernel
 constexpr std::uint16_t kTimerRearm = 2;     // re-arm the receive (after throttling or a failed submit)
@@ -26,7 +27,6 @@ constexpr Nanos kEndOfTurn{0};
 // Retry delay when the submission queue stayed full, and when -ENOBUFS keeps coming back.
 constexpr Nanos kRetryDelay = std::chrono::milliseconds(1);
 constexpr std::uint8_t kNoBufsBeforeBackoff = 4;
-constexpr std::size_t kMinSendBuffer = 4096;
 }  // namespace
 
 std::string_view to_string(TcpError e) {
@@ -71,14 +71,67 @@ void TcpContext::forget(TcpConnection* c) {
   --finishing_count_;
 }
 
+void TcpContext::use_file_table(unsigned slots) {
+  table_size_ = slots;
+  free_slots_.clear();
+  free_slots_.reserve(slots);
+  for (unsigned i = slots; i > 0; --i) free_slots_.push_back(i - 1);  // lowest slots first
+}
+
+int TcpContext::take_file_slot() {
+  if (free_slots_.empty()) return -1;
+  int slot = static_cast<int>(free_slots_.back());
+  free_slots_.pop_back();
+  return slot;
+}
+
+void TcpContext::give_file_slot(int slot) {
+  if (slot >= 0 && static_cast<unsigned>(slot) < table_size_) free_slots_.push_back(static_cast<std::uint32_t>(slot));
+}
+
+// ---- SendBufferPool --------------------------------------------------------------------------
+
+int SendBufferPool::class_of(std::size_t size) {
+  std::size_t s = kMinSize;
+  for (unsigned c = 0; c < kClasses; ++c, s <<= 1)
+    if (s == size) return static_cast<int>(c);
+  return -1;
+}
+
+std::size_t SendBufferPool::round_up(std::size_t n) {
+  std::size_t s = kMinSize;
+  for (unsigned c = 0; c < kClasses; ++c, s <<= 1)
+    if (n <= s) return s;
+  return n;
+}
+
+std::unique_ptr<std::byte[]> SendBufferPool::take(std::size_t size) {
+  int c = class_of(size);
+  if (c >= 0 && !free_[c].empty()) {
+    auto buf = std::move(free_[c].back());
+    free_[c].pop_back();
+    held_ -= size;
+    return buf;
+  }
+  return std::unique_ptr<std::byte[]>(new std::byte[size]);
+}
+
+void SendBufferPool::give(std::unique_ptr<std::byte[]> buf, std::size_t size) {
+  int c = class_of(size);
+  if (c < 0 || held_ + size > limit_) return;  // freed here
+  free_[c].push_back(std::move(buf));
+  held_ += size;
+}
+
 // ---- Buffer ----------------------------------------------------------------------------------
 
-void TcpConnection::Buffer::reserve_total(std::size_t total, std::size_t limit) {
+void TcpConnection::Buffer::reserve_total(std::size_t total, std::size_t limit, SendBufferPool& pool) {
   if (total <= cap) return;
-  std::size_t grown = std::max(kMinSendBuffer, cap * 2);
-  std::size_t next = std::max(total, std::min(grown, limit));
-  std::unique_ptr<std::byte[]> fresh(new std::byte[next]);
+  std::size_t grown = std::max(SendBufferPool::kMinSize, cap * 2);
+  std::size_t next = SendBufferPool::round_up(std::max(total, std::min(grown, limit)));
+  std::unique_ptr<std::byte[]> fresh = pool.take(next);
   if (size > 0) std::memcpy(fresh.get(), data.get(), size);
+  if (data) pool.give(std::move(data), cap);
   data = std::move(fresh);
   cap = next;
 }
@@ -93,12 +146,23 @@ TcpConnection::Ptr TcpConnection::open(TcpContext& ctx, int fd, StreamSink& sink
 }
 
 TcpConnection::TcpConnection(TcpContext& ctx, int fd, StreamSink& sink, const TcpConnectionOptions& opts)
-    : ctx_(ctx), loop_(ctx.loop()), sink_(sink), opts_(opts), fd_(fd), slot_(loop_.attach(this)) {
+    : ctx_(ctx), loop_(ctx.loop()), sink_(sink), opts_(opts), sock_(fd), slot_(loop_.attach(this)) {
   recv_ud_ = loop_.user_data(slot_, kOpRecv);
   send_ud_ = loop_.user_data(slot_, kOpSend);
   if (opts_.nodelay) {
     int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // not a TCP socket in some tests
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // not a TCP socket in some tests
+  }
+  if (ctx_.file_slots() > 0) {
+    const int table_slot = ctx_.take_file_slot();
+    if (table_slot >= 0 && loop_.ring().update_file(static_cast<unsigned>(table_slot), fd) == 0) {
+      ::close(fd);
+      sock_ = FileRef::table(table_slot);
+      ctx_.counters().registered.add();
+    } else {
+      ctx_.give_file_slot(table_slot);
+      ctx_.counters().register_failed.add();
+    }
   }
   if (opts_.idle_timeout.count() > 0) last_activity_ = loop_.now();
   ctx_.counters().opened.add();
@@ -124,7 +188,7 @@ void TcpConnection::release() {
 
 void TcpConnection::maybe_finish() {
   if (depth_ != 0) return;
-  if (state_ == State::kClosed && recv_ == RecvState::kIdle && !send_in_flight_) {
+  if (state_ == State::kClosed && recv_ == RecvState::kIdle && !send_in_flight_ && !unregistering_) {
     state_ = State::kDetached;
     loop_.detach(slot_);
   }
@@ -136,11 +200,11 @@ void TcpConnection::maybe_finish() {
 
 void TcpConnection::do_close() {
   state_ = State::kClosed;
-  staging_.free();
+  staging_.free(ctx_.send_buffers());
   reserved_ = 0;
   // shutdown() first: it ends the armed receive and any send waiting for socket space right away,
   // without reading the send buffer again, even if a cancel below could not be submitted.
-  ::shutdown(fd_, SHUT_RDWR);
+  if (!sock_.registered) ::shutdown(sock_.index, SHUT_RDWR);
   if (recv_ == RecvState::kArmed) {
     if (loop_.ring().prep_cancel(recv_ud_, kIgnoredUserData))
       recv_ = RecvState::kCancelling;
@@ -148,10 +212,34 @@ void TcpConnection::do_close() {
       ctx_.counters().submit_failed.add();
   }
   if (send_in_flight_ && !loop_.ring().prep_cancel(send_ud_, kIgnoredUserData)) ctx_.counters().submit_failed.add();
-  // Cancels go by user_data, so closing the fd number now is safe even if the next accept reuses it.
-  ::close(fd_);
-  fd_ = -1;
+  close_socket();
   ctx_.counters().closed.add();
+}
+
+void TcpConnection::close_socket() {
+  if (!sock_.registered) {
+    // Cancels go by user_data, so closing the fd number now is safe even if the next accept
+    // reuses it.
+    ::close(sock_.index);
+    sock_ = FileRef(-1);
+    return;
+  }
+  // The slot returns to the context only when the kernel has emptied it (on_unregistered), so the
+  // next connection cannot be given a slot that still holds this socket.
+  if (loop_.ring().prep_shutdown_unregister(sock_.index, loop_.user_data(slot_, kOpUnregister))) {
+    unregistering_ = true;
+    return;
+  }
+  ctx_.counters().submit_failed.add();
+  loop_.ring().update_file(static_cast<unsigned>(sock_.index), -1);  // synchronous fallback
+  ctx_.give_file_slot(sock_.index);
+  sock_ = FileRef(-1);
+}
+
+void TcpConnection::on_unregistered() {
+  unregistering_ = false;
+  ctx_.give_file_slot(sock_.index);
+  sock_ = FileRef(-1);
 }
 
 void TcpConnection::close() {
@@ -182,7 +270,7 @@ void TcpConnection::fail(TcpError e, int err) {
 
 void TcpConnection::arm_recv() {
   if (recv_ != RecvState::kIdle || !want_read() || throttled_) return;
-  if (loop_.ring().prep_recv_multishot(fd_, ctx_.buffers(), recv_ud_)) {
+  if (loop_.ring().prep_recv_multishot(sock_, ctx_.buffers(), recv_ud_)) {
     recv_ = RecvState::kArmed;
     return;
   }
@@ -303,7 +391,7 @@ Status<WriteError> TcpConnection::write(Bytes data) {
     ctx_.counters().write_refused.add();
     return Err{WriteError::kQueueFull};
   }
-  staging_.reserve_total(staging_.size + data.size(), opts_.max_queued_bytes);
+  staging_.reserve_total(staging_.size + data.size(), opts_.max_queued_bytes, ctx_.send_buffers());
   std::memcpy(staging_.data.get() + staging_.size, data.data(), data.size());
   staging_.size += data.size();
   schedule_flush();
@@ -317,7 +405,7 @@ MutBytes TcpConnection::reserve(std::size_t n) {
     ctx_.counters().write_refused.add();
     return {};
   }
-  staging_.reserve_total(staging_.size + n, opts_.max_queued_bytes);
+  staging_.reserve_total(staging_.size + n, opts_.max_queued_bytes, ctx_.send_buffers());
   reserved_ = n;
   return {staging_.data.get() + staging_.size, n};
 }
@@ -350,7 +438,7 @@ void TcpConnection::start_send() {
 }
 
 void TcpConnection::submit_send() {
-  if (loop_.ring().prep_send(fd_, inflight_.data.get() + sent_, inflight_.size - sent_, MSG_NOSIGNAL, send_ud_)) {
+  if (loop_.ring().prep_send(sock_, inflight_.data.get() + sent_, inflight_.size - sent_, MSG_NOSIGNAL, send_ud_)) {
     send_in_flight_ = true;
     ++stats_.sends;
     return;
@@ -365,7 +453,7 @@ void TcpConnection::submit_send() {
 void TcpConnection::on_send(const Completion& c) {
   send_in_flight_ = false;
   if (state_ != State::kOpen && state_ != State::kFlushing) {
-    inflight_.free();  // the kernel is done with it
+    inflight_.free(ctx_.send_buffers());  // the kernel is done with it
     sent_ = 0;
     return;
   }
@@ -379,7 +467,7 @@ void TcpConnection::on_send(const Completion& c) {
       default: fail(TcpError::kSendFailed, -c.res); break;  // includes 0: no progress
     }
     if (state_ == State::kClosed) {
-      inflight_.free();
+      inflight_.free(ctx_.send_buffers());
       sent_ = 0;
     }
     return;
@@ -404,8 +492,8 @@ void TcpConnection::on_send(const Completion& c) {
 }
 
 void TcpConnection::drained() {
-  inflight_.free();
-  staging_.free();
+  inflight_.free(ctx_.send_buffers());
+  staging_.free(ctx_.send_buffers());
   if (state_ == State::kFlushing) {
     close();
     sink_.on_closed(*this);
@@ -463,6 +551,8 @@ void TcpConnection::on_completion(const UserData& ud, const Completion& c) {
     on_recv(c);
   else if (ud.op == kOpSend)
     on_send(c);
+  else if (ud.op == kOpUnregister)
+    on_unregistered();
   --depth_;
   maybe_finish();
 }

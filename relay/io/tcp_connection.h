@@ -15,11 +15,15 @@
 // leaves in one send. Writes made while a send is in flight gather behind it and leave together
 // when it completes; a partial send continues from where it stopped. The queue is bounded
 // (max_queued_bytes): write() refuses what would exceed it, and queued_bytes() lets the owner
-// decide before writing. Both buffers are allocated on first use and freed when the queue drains,
-// so an idle connection holds no send memory.
+// decide before writing. Both buffers come from the worker's SendBufferPool on first use and go
+// back to it when the queue drains, so an idle connection holds no send memory.
 //
-// Close: close() shuts the socket down, cancels its operations by user_data, closes the fd and
-// drops queued bytes; the sink hears nothing more. The kernel may still complete operations
+// Socket: when the context has a registered-file table with a free slot, the socket moves into it
+// and its descriptor is closed (see TcpContext); otherwise the connection keeps the descriptor.
+//
+// Close: close() shuts the socket down, cancels its operations by user_data, closes the fd (a
+// registered socket: its slot is emptied by a linked submission and returned to the context when
+// that completes) and drops queued bytes; the sink hears nothing more. The kernel may still complete operations
 // (received data in filled buffers, the last send reading its buffer), so the connection stays
 // attached to its loop slot until those completions have arrived (buffers they carry go back to
 // the ring; nothing leaks), then detaches: anything later for the old generation is stale.
@@ -133,7 +137,9 @@ class TcpConnection final : public Handler {
   // Open: reading and writing. Neither open nor closed: flushing after close_after_flush().
   bool is_open() const { return state_ == State::kOpen; }
   bool is_closed() const { return state_ == State::kClosed || state_ == State::kDetached; }
-  int fd() const { return fd_; }
+  // The socket's descriptor, or -1 once it moved into the registered-file table (or closed).
+  int fd() const { return sock_.registered ? -1 : sock_.index; }
+  bool registered() const { return sock_.registered; }
   const TcpConnectionStats& stats() const { return stats_; }
   // The loop slot, for tests and logs.
   std::uint32_t slot() const { return slot_; }
@@ -152,14 +158,15 @@ class TcpConnection final : public Handler {
   };
   enum class RecvState : std::uint8_t { kIdle, kArmed, kCancelling };
 
-  // A growable byte buffer that is freed, not just cleared, when the queue drains.
+  // A growable byte buffer from the context's pool, given back (not just cleared) when the queue
+  // drains.
   struct Buffer {
     std::unique_ptr<std::byte[]> data;
     std::size_t size = 0;
     std::size_t cap = 0;
-    void reserve_total(std::size_t total, std::size_t limit);
-    void free() {
-      data.reset();
+    void reserve_total(std::size_t total, std::size_t limit, SendBufferPool& pool);
+    void free(SendBufferPool& pool) {
+      if (data) pool.give(std::move(data), cap);
       size = cap = 0;
     }
   };
@@ -182,6 +189,8 @@ class TcpConnection final : public Handler {
   void arm_deadline_timer();
   void check_deadlines();
   void do_close();
+  void close_socket();
+  void on_unregistered();
   void fail(TcpError e, int err);
   void maybe_finish();
 
@@ -189,7 +198,7 @@ class TcpConnection final : public Handler {
   Loop& loop_;
   StreamSink& sink_;
   const TcpConnectionOptions opts_;
-  int fd_;
+  FileRef sock_;
   std::uint32_t slot_;
   std::uint64_t recv_ud_;
   std::uint64_t send_ud_;
@@ -203,6 +212,7 @@ class TcpConnection final : public Handler {
   bool flush_scheduled_ = false;
   bool send_in_flight_ = false;
   bool released_ = false;         // the owner let go; free when finished
+  bool unregistering_ = false;    // the registered socket's slot is being emptied
   std::uint8_t nobufs_streak_ = 0;
   std::uint16_t depth_ = 0;       // nesting of on_completion/on_timer frames
 

@@ -87,21 +87,37 @@ bool UringRing::prep_accept_multishot(int fd, std::uint64_t ud) {
   return true;
 }
 
-bool UringRing::prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) {
+bool UringRing::prep_recv_multishot(FileRef f, const BufRing& group, std::uint64_t ud) {
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) return false;
-  io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+  io_uring_prep_recv_multishot(sqe, f.index, nullptr, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
+  if (f.registered) sqe->flags |= IOSQE_FIXED_FILE;
   sqe->buf_group = group.group_id();
   io_uring_sqe_set_data64(sqe, ud);
   return true;
 }
 
-bool UringRing::prep_send(int fd, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) {
+bool UringRing::prep_send(FileRef f, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) {
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) return false;
-  io_uring_prep_send(sqe, fd, buf, len, static_cast<int>(flags));
+  io_uring_prep_send(sqe, f.index, buf, len, static_cast<int>(flags));
+  if (f.registered) sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64(sqe, ud);
+  return true;
+}
+
+bool UringRing::prep_shutdown_unregister(int slot, std::uint64_t ud) {
+  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+  if (io_uring_sq_space_left(&ring_) < 2) return false;
+  io_uring_sqe* shut = io_uring_get_sqe(&ring_);
+  io_uring_prep_shutdown(shut, slot, SHUT_RDWR);
+  // A hard link: the close runs even when the shutdown fails (e.g. the peer already reset).
+  shut->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
+  io_uring_sqe_set_data64(shut, 0);
+  io_uring_sqe* close = io_uring_get_sqe(&ring_);
+  io_uring_prep_close_direct(close, static_cast<unsigned>(slot));
+  io_uring_sqe_set_data64(close, ud);
   return true;
 }
 
@@ -142,6 +158,13 @@ int UringRing::register_buf_ring(BufRing& group) {
   reg.ring_entries = group.count();
   reg.bgid = group.group_id();
   return io_uring_register_buf_ring(&ring_, &reg, 0);
+}
+
+int UringRing::register_file_table(unsigned slots) { return io_uring_register_files_sparse(&ring_, slots); }
+
+int UringRing::update_file(unsigned slot, int fd) {
+  int rc = io_uring_register_files_update(&ring_, slot, &fd, 1);
+  return rc < 0 ? rc : 0;
 }
 
 }  // namespace derpd::io

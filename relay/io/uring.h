@@ -28,12 +28,15 @@ class UringRing final : public Ring {
   bool prep_read(int fd, void* buf, unsigned len, std::uint64_t ud) override;
   bool prep_cancel_fd(int fd, std::uint64_t ud) override;
   bool prep_accept_multishot(int fd, std::uint64_t ud) override;
-  bool prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) override;
-  bool prep_send(int fd, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) override;
+  bool prep_recv_multishot(FileRef f, const BufRing& group, std::uint64_t ud) override;
+  bool prep_send(FileRef f, const void* buf, std::size_t len, unsigned flags, std::uint64_t ud) override;
+  bool prep_shutdown_unregister(int slot, std::uint64_t ud) override;
   bool prep_cancel(std::uint64_t target, std::uint64_t ud) override;
   int submit_and_wait(std::chrono::nanoseconds timeout) override;
   unsigned reap(std::span<Completion> out) override;
   int register_buf_ring(BufRing& group) override;
+  int register_file_table(unsigned slots) override;
+  int update_file(unsigned slot, int fd) override;
 
   // The setup flags actually in effect, for the start-up log.
   std::string describe() const;

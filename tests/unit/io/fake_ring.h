@@ -11,14 +11,15 @@
 namespace derpd::io::testing {
 
 struct Submitted {
-  enum Kind { kRecvMultishot, kSendmsg, kRead, kCancelFd, kAcceptMultishot, kRecvStream, kSend, kCancel } kind;
-  int fd;
+  enum Kind { kRecvMultishot, kSendmsg, kRead, kCancelFd, kAcceptMultishot, kRecvStream, kSend, kCancel, kShutdownUnregister } kind;
+  int fd;  // or the table slot of a registered socket (see `registered`)
   std::uint64_t ud;
   const msghdr* msg = nullptr;
   std::uint16_t group = 0;
   const void* buf = nullptr;  // kSend: the bytes being sent
   std::size_t len = 0;        // kSend
   std::uint64_t target = 0;   // kCancel: the user_data being cancelled
+  bool registered = false;    // fd names a slot of the registered-file table
 };
 
 class FakeRing final : public Ring {
@@ -43,13 +44,18 @@ class FakeRing final : public Ring {
     submitted.push_back({Submitted::kAcceptMultishot, fd, ud, nullptr, 0, nullptr, 0, 0});
     return true;
   }
-  bool prep_recv_multishot(int fd, const BufRing& group, std::uint64_t ud) override {
-    submitted.push_back({Submitted::kRecvStream, fd, ud, nullptr, group.group_id(), nullptr, 0, 0});
+  bool prep_recv_multishot(FileRef f, const BufRing& group, std::uint64_t ud) override {
+    submitted.push_back({Submitted::kRecvStream, f.index, ud, nullptr, group.group_id(), nullptr, 0, 0, f.registered});
     return true;
   }
-  bool prep_send(int fd, const void* buf, std::size_t len, unsigned, std::uint64_t ud) override {
+  bool prep_send(FileRef f, const void* buf, std::size_t len, unsigned, std::uint64_t ud) override {
     if (full) return false;
-    submitted.push_back({Submitted::kSend, fd, ud, nullptr, 0, buf, len, 0});
+    submitted.push_back({Submitted::kSend, f.index, ud, nullptr, 0, buf, len, 0, f.registered});
+    return true;
+  }
+  bool prep_shutdown_unregister(int slot, std::uint64_t ud) override {
+    if (full) return false;
+    submitted.push_back({Submitted::kShutdownUnregister, slot, ud, nullptr, 0, nullptr, 0, 0, true});
     return true;
   }
   bool prep_cancel(std::uint64_t target, std::uint64_t ud) override {
@@ -69,6 +75,17 @@ class FakeRing final : public Ring {
     return n;
   }
   int register_buf_ring(BufRing&) override { return 0; }
+  int register_file_table(unsigned slots) override {
+    table.assign(slots, -1);
+    return 0;
+  }
+  // Records the slot's socket; update_fails makes the next update fail like a kernel refusal.
+  int update_file(unsigned slot, int fd) override {
+    if (update_fails) return -EBADF;
+    if (slot >= table.size()) return -EINVAL;
+    table[slot] = fd;
+    return 0;
+  }
 
   void complete(std::uint64_t ud, std::int32_t res, std::uint32_t flags = 0) { ready.push_back({ud, res, flags}); }
   std::vector<Submitted> of_kind(Submitted::Kind k) const {
@@ -81,6 +98,8 @@ class FakeRing final : public Ring {
   std::vector<Submitted> submitted;
   std::deque<Completion> ready;
   bool full = false;  // prep_send reports a full submission queue
+  bool update_fails = false;
+  std::vector<int> table;  // registered files: the descriptor each slot was given (-1: empty)
   std::vector<std::chrono::nanoseconds> waits;
 };
 

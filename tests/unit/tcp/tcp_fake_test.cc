@@ -432,6 +432,98 @@ TEST_F(Fixture, SendMemoryIsAllocatedLazilyAndFreedWhenDrained) {
   EXPECT_EQ(sink.drained, 1);
 }
 
+TEST_F(Fixture, DrainedSendBuffersGoBackToThePoolAndAreTakenAgain) {
+  auto c = TcpConnection::open(ctx, tcp_fd(), sink);
+  ASSERT_TRUE(c->write(as_bytes("first")).ok());
+  loop.run_once(0ns);
+  const void* first = last(Submitted::kSend).buf;
+  ring.complete(last(Submitted::kSend).ud, 5);
+  loop.run_once(0ns);
+  EXPECT_EQ(c->send_buffer_bytes(), 0u);
+  EXPECT_EQ(ctx.send_buffers().held_bytes(), SendBufferPool::kMinSize) << "the drained buffer is pooled";
+  ASSERT_TRUE(c->write(as_bytes("second")).ok());
+  loop.run_once(0ns);
+  EXPECT_EQ(last(Submitted::kSend).buf, first) << "the next write reuses it: no allocation";
+  EXPECT_EQ(sent_bytes(last(Submitted::kSend)), "second");
+  EXPECT_EQ(ctx.send_buffers().held_bytes(), 0u);
+}
+
+TEST(SendBufferPool, SizesArePowersOfTwoAndThePoolKeepsNoMoreThanItsLimit) {
+  EXPECT_EQ(SendBufferPool::round_up(1), 4096u);
+  EXPECT_EQ(SendBufferPool::round_up(4097), 8192u);
+  EXPECT_EQ(SendBufferPool::round_up(256 * 1024), 256u * 1024);
+  EXPECT_EQ(SendBufferPool::round_up(5u << 20), 5u << 20) << "beyond the classes: as asked";
+  SendBufferPool pool(12 * 1024);
+  pool.give(pool.take(8192), 8192);
+  pool.give(pool.take(4096), 4096);
+  EXPECT_EQ(pool.held_bytes(), 12u * 1024);
+  pool.give(pool.take(4096), 4096);  // taken from the pool, given back: still 12 KiB
+  pool.give(std::unique_ptr<std::byte[]>(new std::byte[4096]), 4096);  // over the limit: freed
+  EXPECT_EQ(pool.held_bytes(), 12u * 1024);
+  pool.give(std::unique_ptr<std::byte[]>(new std::byte[5000]), 5000);  // not a class size: freed
+  EXPECT_EQ(pool.held_bytes(), 12u * 1024);
+}
+
+// ---- connection: registered files ----------------------------------------------------------------
+
+struct TableFixture : Fixture {
+  void SetUp() override {
+    ASSERT_EQ(ring.register_file_table(2), 0);
+    ctx.use_file_table(2);
+  }
+};
+
+TEST_F(TableFixture, TheSocketMovesIntoTheTableAndItsDescriptorIsClosed) {
+  int fd = tcp_fd();
+  auto c = TcpConnection::open(ctx, fd, sink);
+  EXPECT_TRUE(c->registered());
+  EXPECT_EQ(c->fd(), -1);
+  EXPECT_FALSE(fd_is_open(fd)) << "the table holds the socket; the descriptor is free again";
+  EXPECT_EQ(ctx.file_slots_free(), 1u);
+  EXPECT_EQ(ctx.counters().registered.get(), 1u);
+  auto recv = last(Submitted::kRecvStream);
+  EXPECT_TRUE(recv.registered);
+  EXPECT_EQ(ring.table.at(static_cast<std::size_t>(recv.fd)), fd) << "the slot was given the socket";
+  ASSERT_TRUE(c->write(as_bytes("hi")).ok());
+  loop.run_once(0ns);
+  EXPECT_TRUE(last(Submitted::kSend).registered);
+  EXPECT_EQ(last(Submitted::kSend).fd, recv.fd);
+}
+
+TEST_F(TableFixture, TheSlotIsReusedOnlyAfterTheKernelEmptiedIt) {
+  auto a = TcpConnection::open(ctx, tcp_fd(), sink);
+  auto b = TcpConnection::open(ctx, tcp_fd(), sink);
+  EXPECT_EQ(ctx.file_slots_free(), 0u);
+  auto a_recv = ring.of_kind(Submitted::kRecvStream).front();
+  a.reset();  // close: shutdown + unregister submitted, slot still taken
+  auto unreg = last(Submitted::kShutdownUnregister);
+  EXPECT_EQ(unreg.fd, a_recv.fd);
+  EXPECT_EQ(ctx.file_slots_free(), 0u) << "not free before the kernel confirms";
+  auto c = TcpConnection::open(ctx, tcp_fd(), sink);
+  EXPECT_FALSE(c->registered()) << "table full: the third connection keeps its descriptor";
+  EXPECT_GE(c->fd(), 0);
+  EXPECT_EQ(ctx.counters().register_failed.get(), 1u);
+  ring.complete(a_recv.ud, -ECANCELED);
+  ring.complete(unreg.ud, 0);
+  loop.run_once(0ns);
+  EXPECT_EQ(ctx.file_slots_free(), 1u);
+  EXPECT_EQ(ctx.finishing(), 0u) << "a freed itself once its slot was emptied";
+  auto d = TcpConnection::open(ctx, tcp_fd(), sink);
+  EXPECT_TRUE(d->registered());
+  EXPECT_EQ(last(Submitted::kRecvStream).fd, a_recv.fd) << "the emptied slot is used again";
+}
+
+TEST_F(TableFixture, ARefusedRegistrationKeepsTheDescriptor) {
+  ring.update_fails = true;
+  int fd = tcp_fd();
+  auto c = TcpConnection::open(ctx, fd, sink);
+  EXPECT_FALSE(c->registered());
+  EXPECT_EQ(c->fd(), fd);
+  EXPECT_TRUE(fd_is_open(fd));
+  EXPECT_EQ(ctx.file_slots_free(), 2u) << "the slot went back";
+  EXPECT_FALSE(last(Submitted::kRecvStream).registered);
+}
+
 // ---- connection: close, staleness, timers -------------------------------------------------------
 
 TEST_F(Fixture, CloseCancelsByUserDataAndLateBuffersAreRecycledNotLeaked) {

@@ -135,9 +135,14 @@ bool read_exactly(int fd, std::string& out, std::size_t n) {
   return true;
 }
 
-TEST_F(KernelFixture, EchoesOverManyConnections) {
+// kConns connections, each echoing kRounds messages, all in flight at once; every one closes and
+// frees itself.
+void echo_over_many_connections(KernelFixture& f) {
+  auto& loop = f.loop;
+  auto& ctx = f.ctx;
+  auto& bufs = f.bufs;
   Endpoint bound;
-  int lfd = listen_fd(bound);
+  int lfd = f.listen_fd(bound);
   ASSERT_GE(lfd, 0);
   EchoServer server(*ctx);
   TcpListener listener(*loop, lfd, server);
@@ -177,7 +182,7 @@ TEST_F(KernelFixture, EchoesOverManyConnections) {
     for (int fd : fds) ::close(fd);
     client_done = true;
   });
-  bool finished = run_until([&] { return client_done.load() && server.conns.empty(); });
+  bool finished = f.run_until([&] { return client_done.load() && server.conns.empty(); });
   client.join();
   ASSERT_TRUE(failure.empty()) << failure;
   EXPECT_TRUE(finished);
@@ -186,13 +191,95 @@ TEST_F(KernelFixture, EchoesOverManyConnections) {
   EXPECT_EQ(server.closed, kConns) << "every peer close was reported";
   EXPECT_EQ(listener.active(), 0u);
   EXPECT_EQ(server.refused_writes, 0);
-  run_until([&] { return ctx->finishing() == 0; }, 2s);
+  f.run_until([&] { return ctx->finishing() == 0; }, 2s);
   EXPECT_EQ(ctx->finishing(), 0u) << "closed connections freed themselves";
   EXPECT_EQ(bufs->available(), bufs->count()) << "every receive buffer is back with the kernel";
 }
 
+TEST_F(KernelFixture, EchoesOverManyConnections) { echo_over_many_connections(*this); }
+
+// With a registered-file table smaller than the number of connections: the first connections'
+// sockets live in the table (their descriptors closed), the rest keep descriptors, all echo, and
+// every slot is empty and free again once they closed.
+TEST_F(KernelFixture, EchoesWithSocketsInTheRegisteredFileTable) {
+  constexpr unsigned kSlots = 64;
+  ASSERT_EQ(ring->register_file_table(kSlots), 0);
+  ctx->use_file_table(kSlots);
+  echo_over_many_connections(*this);
+  EXPECT_EQ(ctx->counters().registered.get(), kSlots) << "the table was used";
+  EXPECT_GT(ctx->counters().register_failed.get(), 0u) << "and the rest fell back to descriptors";
+  EXPECT_EQ(ctx->file_slots_free(), kSlots) << "every slot came back";
+  // Registered sockets work again in reused slots.
+  echo_over_many_connections(*this);
+  EXPECT_EQ(ctx->counters().registered.get(), 2 * kSlots);
+  EXPECT_EQ(ctx->file_slots_free(), kSlots);
+}
+
 // A client that connects and never reads: the server writes as fast as it may, and what it holds
 // for that client stays within the connection's limit; writes beyond are refused.
+// The server's side of a registered socket ends as a descriptor's would: after a flushing close
+// the client reads everything and then end of stream; after an abortive close it reads end of
+// stream (or a reset) at once rather than waiting.
+TEST_F(KernelFixture, ClosingARegisteredSocketEndsTheStreamForThePeer) {
+  ASSERT_EQ(ring->register_file_table(4), 0);
+  ctx->use_file_table(4);
+  Endpoint bound;
+  int lfd = listen_fd(bound);
+  ASSERT_GE(lfd, 0);
+  struct Closer final : AcceptSink, StreamSink {
+    TcpContext* ctx = nullptr;
+    std::vector<TcpConnection::Ptr> conns;
+    void on_accept(TcpListener&, int fd) override {
+      conns.push_back(TcpConnection::open(*ctx, fd, *this));
+      TcpConnection& c = *conns.back();
+      if (conns.size() == 1) {
+        EXPECT_TRUE(c.write(as_bytes("bye")).ok());
+        c.close_after_flush();
+      } else {
+        c.close();
+      }
+    }
+    void on_data(TcpConnection&, Bytes) override {}
+    void on_peer_closed(TcpConnection&) override {}
+    void on_error(TcpConnection&, TcpError, int) override {}
+  } closer;
+  closer.ctx = ctx.get();
+  TcpListener listener(*loop, lfd, closer);
+  listener.start();
+  std::string first;
+  ssize_t first_end = 99, second_end = 99;
+  int second_errno = 0;
+  std::atomic<bool> done{false};
+  std::thread client([&] {
+    int a = connect_to(bound);
+    if (a >= 0) {
+      read_exactly(a, first, 3);
+      char c;
+      first_end = recv(a, &c, 1, 0);
+      ::close(a);
+    }
+    int b = connect_to(bound);
+    if (b >= 0) {
+      char c;
+      second_end = recv(b, &c, 1, 0);
+      second_errno = errno;
+      ::close(b);
+    }
+    done = true;
+  });
+  run_until([&] { return done.load(); });
+  client.join();
+  EXPECT_EQ(ctx->counters().registered.get(), 2u);
+  EXPECT_EQ(first, "bye");
+  EXPECT_EQ(first_end, 0) << "end of stream after the flushed bytes";
+  EXPECT_TRUE(second_end == 0 || (second_end < 0 && second_errno == ECONNRESET))
+      << "an abortive close ends the stream at once, not by the client's 5 s receive timeout: " << second_end << " "
+      << strerror(second_errno);
+  closer.conns.clear();
+  run_until([&] { return ctx->file_slots_free() == 4u && ctx->finishing() == 0; }, 2s);
+  EXPECT_EQ(ctx->file_slots_free(), 4u);
+}
+
 TEST_F(KernelFixture, QueueStaysBoundedForAClientThatNeverReads) {
   Endpoint bound;
   int lfd = listen_fd(bound);
