@@ -1,54 +1,23 @@
 #include "relay/metrics/derp_metrics.h"
 
-#include <initializer_list>
 #include <string>
-#include <utility>
 
+#include "relay/metrics/family_builder.h"
 #include "relay/server/relay_shard.h"
 
 namespace derpd::metrics {
 
+using detail::d;
+
 namespace {
 
-using Label = std::pair<std::string_view, std::string_view>;
-
-class Families {
- public:
-  explicit Families(std::vector<prometheus::MetricFamily>& out) : out_(out) {}
-
-  // Starts a family; the following sample() calls add to it.
-  Families& counter(std::string_view name, std::string_view help) {
-    return start(name, help, prometheus::MetricType::Counter);
-  }
-  Families& gauge(std::string_view name, std::string_view help) {
-    return start(name, help, prometheus::MetricType::Gauge);
-  }
-  Families& sample(double v, std::initializer_list<Label> labels = {}) {
-    prometheus::MetricFamily& f = out_.back();
-    prometheus::ClientMetric m;
-    for (const Label& l : labels) m.label.push_back({std::string(l.first), std::string(l.second)});
-    if (f.type == prometheus::MetricType::Counter)
-      m.counter.value = v;
-    else
-      m.gauge.value = v;
-    f.metric.push_back(std::move(m));
-    return *this;
-  }
-
- private:
-  Families& start(std::string_view name, std::string_view help, prometheus::MetricType type) {
-    prometheus::MetricFamily& f = out_.emplace_back();
-    f.name = std::string(name);
-    f.help = std::string(help);
-    f.type = type;
-    return *this;
-  }
-
-  std::vector<prometheus::MetricFamily>& out_;
-};
-
-double d(std::uint64_t v) { return static_cast<double>(v); }
-double d(std::int64_t v) { return static_cast<double>(v); }
+// A family over every drop reason and packet kind.
+void by_reason_and_kind(detail::FamilyBuilder& f, const decltype(server::CounterTotals::packets_dropped)& table) {
+  for (std::size_t i = 0; i < server::kDropReasons; ++i)
+    for (std::size_t k = 0; k < server::kPacketKinds; ++k)
+      f.sample(d(table[i][k]), {{"reason", server::to_string(static_cast<server::DropReason>(i))},
+                                {"kind", server::to_string(static_cast<server::PacketKind>(k))}});
+}
 
 }  // namespace
 
@@ -117,7 +86,7 @@ std::vector<prometheus::MetricFamily> DerpMetrics::families(const DerpTotals& t)
   const server::CounterTotals& r = t.relay;
   std::vector<prometheus::MetricFamily> out;
   out.reserve(64);
-  Families f(out);
+  detail::FamilyBuilder f(out);
 
   // --- derper's families ------------------------------------------------------------------------
   f.gauge("derp_current_connections", "DERP connections now (after the handshake)")
@@ -146,16 +115,10 @@ std::vector<prometheus::MetricFamily> DerpMetrics::families(const DerpTotals& t)
   f.counter("derp_packets_received_kind_total", "packets received from clients, by kind (disco or other)");
   for (std::size_t k = 0; k < server::kPacketKinds; ++k)
     f.sample(d(r.packets_received_kind[k]), {{"kind", server::to_string(static_cast<server::PacketKind>(k))}});
-  f.counter("derp_packets_dropped_total", "packets dropped, by reason and by kind");
-  for (std::size_t i = 0; i < server::kDropReasons; ++i)
-    for (std::size_t k = 0; k < server::kPacketKinds; ++k)
-      f.sample(d(r.packets_dropped[i][k]), {{"reason", server::to_string(static_cast<server::DropReason>(i))},
-                                            {"kind", server::to_string(static_cast<server::PacketKind>(k))}});
-  f.counter("derp_bytes_dropped_total", "packet payload bytes dropped, by reason and by kind");
-  for (std::size_t i = 0; i < server::kDropReasons; ++i)
-    for (std::size_t k = 0; k < server::kPacketKinds; ++k)
-      f.sample(d(r.bytes_dropped[i][k]), {{"reason", server::to_string(static_cast<server::DropReason>(i))},
-                                          {"kind", server::to_string(static_cast<server::PacketKind>(k))}});
+  by_reason_and_kind(f.counter("derp_packets_dropped_total", "packets dropped, by reason and by kind"),
+                     r.packets_dropped);
+  by_reason_and_kind(f.counter("derp_bytes_dropped_total", "packet payload bytes dropped, by reason and by kind"),
+                     r.bytes_dropped);
   f.counter("derp_packets_forwarded_out_total", "packets forwarded to a mesh peer for a key connected there")
       .sample(d(r.packets_forwarded_out));
   f.counter("derp_packets_forwarded_in_total", "packets a mesh peer forwarded here (ForwardPacket)")
