@@ -389,6 +389,25 @@ AdmissionSubmit AdmissionClient::submit(std::size_t worker, std::uint64_t token,
   return AdmissionSubmit::kPending;
 }
 
+void AdmissionClient::report(metrics::AdmissionTotals& t) const {
+  // Outcomes before requests: a decision counted there was requested before, so pending >= 0
+  // unless a submit() races this read (then it is clamped).
+  std::uint64_t decided = 0;
+  t.decisions.clear();
+  for (std::size_t i = 0; i < kAdmissionReasons; ++i) {
+    const std::uint64_t n = counters_.by_reason[i].load(std::memory_order_relaxed);
+    decided += n;
+    t.decisions.emplace_back(to_string(static_cast<AdmissionReason>(i)), n);
+  }
+  const std::uint64_t requested = counters_.requests.load(std::memory_order_relaxed);
+  t.pending = requested > decided ? static_cast<std::int64_t>(requested - decided) : 0;
+  t.fail_open_admits = counters_.fail_open_admits.load(std::memory_order_relaxed);
+  t.latency_bounds = kAdmissionLatencyBounds;
+  t.latency_counts.clear();
+  for (const auto& b : counters_.latency) t.latency_counts.push_back(b.load(std::memory_order_relaxed));
+  t.latency_sum = static_cast<double>(counters_.latency_sum_us.load(std::memory_order_relaxed)) / 1e6;
+}
+
 int AdmissionClient::wake_fd(std::size_t worker) const {
   return worker < lanes_.size() ? lanes_[worker]->efd : -1;
 }

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "relay/base/endpoint.h"
+#include "relay/metrics/admission_metrics.h"
 #include "relay/protocol/key.h"
 
 namespace derpd::daemon {
@@ -152,6 +153,8 @@ class AdmissionClient {
   std::size_t drain(std::size_t worker, std::vector<AdmissionResult>& out);
 
   const AdmissionCounters& counters() const { return counters_; }
+  // The counters as /metrics shows them (relaxed loads; any thread).
+  void report(metrics::AdmissionTotals& t) const;
   const AdmissionOptions& options() const { return opts_; }
   std::size_t workers() const { return opts_.workers; }
 

@@ -20,7 +20,9 @@
 #include "relay/daemon/worker.h"
 #include "relay/io/probe.h"
 #include "relay/io/udp_socket.h"
+#include "relay/metrics/admission_metrics.h"
 #include "relay/metrics/derp_metrics.h"
+#include "relay/metrics/mesh_metrics.h"
 #include "relay/metrics/exposition.h"
 #include "relay/metrics/http_server.h"
 #include "relay/metrics/stun_metrics.h"
@@ -192,6 +194,17 @@ int run(const config::Config& cfg) {
     derp->bootstrap_dns().start();
   }
   exposition.add(derp_metrics);
+  // The admission controller and the mesh links live as long as `derp`, past metrics_thread.stop().
+  if (derp && derp->admission() != nullptr) {
+    auto m = std::make_shared<metrics::AdmissionMetrics>();
+    m->set_source([a = derp->admission()](metrics::AdmissionTotals& t) { a->report(t); });
+    exposition.add(m);
+  }
+  if (derp && derp->mesh() != nullptr) {
+    auto m = std::make_shared<metrics::MeshMetrics>();
+    m->set_source([l = derp->mesh()](std::vector<metrics::MeshLinkTotals>& out) { l->report(out); });
+    exposition.add(m);
+  }
   metrics::MetricsThread metrics_thread(exposition);
   if (cfg.metrics_addr.port != 0) {
     if (std::string err = metrics_thread.start(cfg.metrics_addr); !err.empty()) {

@@ -342,6 +342,24 @@ MeshBridge* MeshLinks::bridge(unsigned worker) const {
 const MeshTarget& MeshLinks::target(std::size_t i) const { return links_.at(i)->target; }
 const LinkCounters& MeshLinks::counters(std::size_t i) const { return links_.at(i)->counters; }
 
+void MeshLinks::report(std::vector<metrics::MeshLinkTotals>& out) const {
+  for (const auto& l : links_) {
+    const LinkCounters& c = l->counters;
+    metrics::MeshLinkTotals& t = out.emplace_back();
+    t.peer = l->target.entry;
+    t.up = c.connected.load(std::memory_order_relaxed);
+    t.self = c.self.load(std::memory_order_relaxed);
+    t.connects = c.connects.get();
+    t.connect_failures = c.connect_failures.get();
+    t.disconnects = c.disconnects.get();
+    t.clients = std::max<std::int64_t>(c.peers.load(std::memory_order_relaxed), 0);
+    t.present_events = c.present.get();
+    t.gone_events = c.gone.get();
+    t.forwarded_packets = c.frames_out.get();
+    t.forwarded_bytes = c.bytes_out.get();
+  }
+}
+
 void MeshLinks::start() {
   if (started_) return;
   started_ = true;

@@ -55,6 +55,7 @@
 #include "config/config.h"
 #include "relay/base/counter.h"
 #include "relay/base/result.h"
+#include "relay/metrics/mesh_metrics.h"
 #include "relay/protocol/key.h"
 #include "relay/server/relay_shard.h"
 #include "relay/server/spsc_ring.h"
@@ -241,6 +242,8 @@ class MeshLinks {
   std::size_t size() const { return links_.size(); }
   const MeshTarget& target(std::size_t i) const;
   const LinkCounters& counters(std::size_t i) const;
+  // Appends every link's counters as /metrics shows them (relaxed loads; any thread).
+  void report(std::vector<metrics::MeshLinkTotals>& out) const;
 
   // Starts the link threads (call once the workers serve).
   void start();

@@ -819,6 +819,39 @@ TEST(AdmissionCounters, ByReasonAndLatencyCoverEveryDecision) {
   }
 }
 
+TEST(AdmissionCounters, ReportGivesEveryResultLabelPendingAndTheHistogram) {
+  TestServer srv([](const HttpRequest& req) {
+    if (req.target == "/slow") return Reply{"", Ms(3000), json_reply(200, R"({"Allow":true})")};
+    return Reply{json_reply(200, R"({"Allow":false})")};
+  });
+  AdmissionClient c(srv.url(), true, 1);
+  metrics::AdmissionTotals t;
+  c.report(t);
+  ASSERT_EQ(t.decisions.size(), kAdmissionReasons);
+  for (std::size_t i = 0; i < kAdmissionReasons; ++i) {
+    EXPECT_EQ(t.decisions[i].first, to_string(static_cast<AdmissionReason>(i)));
+    EXPECT_EQ(t.decisions[i].second, 0u);
+  }
+  EXPECT_EQ(t.pending, 0);
+  EXPECT_EQ(t.latency_bounds.size(), kAdmissionLatencyBounds.size());
+  EXPECT_EQ(t.latency_counts.size(), kAdmissionLatencyBounds.size() + 1);
+
+  (void)decide(c, 1);
+  c.report(t);
+  EXPECT_EQ(t.decisions[static_cast<std::size_t>(AdmissionReason::kDenied)].second, 1u);
+  std::uint64_t n = 0;
+  for (auto v : t.latency_counts) n += v;
+  EXPECT_EQ(n, 1u);
+  EXPECT_GT(t.latency_sum, 0.0);
+  EXPECT_LT(t.latency_sum, 3.0);
+
+  // One decision in flight: pending until it is delivered.
+  AdmissionClient slow(srv.url("/slow"), true, 1);
+  ASSERT_EQ(slow.submit(0, 7, key_with(1), kSource), AdmissionSubmit::kPending);
+  slow.report(t);
+  EXPECT_EQ(t.pending, 1);
+}
+
 TEST(AdmissionClient, DestroyWithRequestsInFlightIsPrompt) {
   TestServer srv([](const HttpRequest&) { return Reply{"", Ms(10000), ""}; });
   auto t0 = SteadyClock::now();

@@ -750,9 +750,27 @@ TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
   ASSERT_TRUE(c->peer_gone(kb));
   ASSERT_TRUE(w.run_until([&] { return links.counters(0).gone.get() == 1; }));
   EXPECT_EQ(links.counters(0).peers.load(), 1);
+  std::vector<metrics::MeshLinkTotals> report;
+  links.report(report);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_EQ(report[0].peer, peer.url());
+  EXPECT_TRUE(report[0].up);
+  EXPECT_FALSE(report[0].self);
+  EXPECT_EQ(report[0].connects, 1u);
+  EXPECT_EQ(report[0].clients, 1);
+  EXPECT_EQ(report[0].present_events, 3u);
+  EXPECT_EQ(report[0].gone_events, 1u);
+  EXPECT_EQ(report[0].forwarded_packets, 1u);
+  EXPECT_EQ(report[0].forwarded_bytes, pkt.size());
+
   c->close();
   ASSERT_TRUE(w.run_until([&] { return !links.counters(0).connected.load(); }));
   EXPECT_EQ(links.counters(0).peers.load(), 0);
+  report.clear();
+  links.report(report);
+  EXPECT_FALSE(report[0].up);
+  EXPECT_EQ(report[0].clients, 0);
+  EXPECT_EQ(report[0].disconnects, 1u);
 }
 
 TEST(MeshLinks, PresenceFloodThroughASmallEventRingLosesNothing) {
@@ -797,6 +815,11 @@ TEST(MeshLinks, StopsForGoodWhenThePeerIsThisNode) {
   EXPECT_TRUE(links.counters(0).self.load());
   std::this_thread::sleep_for(300ms);  // several backoff periods
   EXPECT_EQ(peer.attempts(), 1) << "no redial after a self-connect";
+  std::vector<metrics::MeshLinkTotals> report;
+  links.report(report);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_TRUE(report[0].self);
+  EXPECT_FALSE(report[0].up);
   EXPECT_EQ(links.counters(0).connects.get(), 0u);
   EXPECT_FALSE(readable(links.bridge(0)->wake_fd())) << "nothing was reported to the worker";
 }
