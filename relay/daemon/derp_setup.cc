@@ -37,7 +37,10 @@ int listen_tcp(Endpoint& addr) {
   return *fd;
 }
 
-// One file descriptor per connection: raise the soft limit to the hard one, and return it.
+// io_uring's bound on one ring's table of registered files (IORING_MAX_FIXED_FILES).
+constexpr std::uint64_t kMaxRegisteredFiles = 1u << 20;
+
+// Raise the soft limit to the hard one, and return it.
 std::uint64_t raise_fd_limit() {
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
@@ -54,13 +57,20 @@ std::uint64_t raise_fd_limit() {
 DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
     : counters_(workers), shards_(workers), services_(workers) {
   if (!protocol::crypto_init()) throw std::runtime_error("libsodium failed to initialise");
-  // Connections beyond what the descriptor limit allows are accepted and closed at once (counted
-  // as refused) rather than left unaccepted in the kernel's queue, where clients would hang.
+  // Each worker's ring keeps its connections' sockets in a table of registered files (up to
+  // RLIMIT_NOFILE slots per ring), so a connection needs a process descriptor only while it is
+  // being accepted, or when the table is full. Connections beyond table + descriptor share are
+  // accepted and closed at once (counted as refused) rather than left unaccepted in the kernel's
+  // queue, where clients would hang.
   const std::uint64_t nofile = raise_fd_limit();
   const std::uint64_t reserve = 64 + 16 * std::uint64_t{workers};
-  const std::uint64_t per_worker = nofile > reserve + workers ? (nofile - reserve) / workers : 1;
-  settings_.max_connections = static_cast<std::uint32_t>(std::min<std::uint64_t>(settings_.max_connections, per_worker));
-  spdlog::info("connection limit {} per worker (file descriptor limit {})", settings_.max_connections, nofile);
+  const std::uint64_t fd_share = nofile > reserve + workers ? (nofile - reserve) / workers : 1;
+  file_table_slots_ = static_cast<unsigned>(
+      std::min<std::uint64_t>({nofile, kMaxRegisteredFiles, std::uint64_t{settings_.max_connections}}));
+  settings_.max_connections = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(settings_.max_connections, file_table_slots_ + fd_share));
+  spdlog::info("connection limit {} per worker ({} registered sockets + {} descriptors; descriptor limit {})",
+               settings_.max_connections, file_table_slots_, fd_share, nofile);
 
   LoadedKey key = load_or_create_node_key(cfg.key_file);
   settings_.server_private = key.key;
@@ -176,6 +186,7 @@ DerpSetup::~DerpSetup() {
 
 void DerpSetup::hand_over(WorkerPlan& plan) {
   plan.derp_fd = std::exchange(derp_fds_[plan.index], -1);
+  plan.file_table_slots = file_table_slots_;
   if (plan.index < port80_fds_.size()) plan.port80_fd = std::exchange(port80_fds_[plan.index], -1);
 }
 

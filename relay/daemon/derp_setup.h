@@ -56,6 +56,7 @@ class DerpSetup {
   DerpShared shared_;
   Endpoint bound_;
   int port80_ = -1;
+  unsigned file_table_slots_ = 0;
 };
 
 }  // namespace derpd::daemon

@@ -84,6 +84,12 @@ void Worker::main(std::promise<std::string> ready) {
       if (int rc = ring.register_buf_ring(*tcp_buffers); rc < 0)
         throw std::runtime_error("register TCP buffers: " + std::string(strerror(-rc)));
       tcp = std::make_unique<io::TcpContext>(loop, *tcp_buffers);
+      if (plan_.file_table_slots > 0) {
+        if (int rc = ring.register_file_table(plan_.file_table_slots); rc < 0)
+          throw std::runtime_error("register a table of " + std::to_string(plan_.file_table_slots) +
+                                   " sockets with io_uring: " + std::string(strerror(-rc)));
+        tcp->use_file_table(plan_.file_table_slots);
+      }
       derp = std::make_unique<DerpService>(loop, *tcp, *derp_->settings, *derp_->fabric,
                                            static_cast<server::WorkerId>(plan_.index), plan_.derp_fd,
                                            plan_.port80_fd, derp_->inbox_fds, (*derp_->counters)[plan_.index],

@@ -32,6 +32,8 @@ struct WorkerPlan {
   // DERP (absent when the relay is off): listening sockets owned until handed to the worker.
   int derp_fd = -1;
   int port80_fd = -1;
+  // Slots of the ring's registered-file table for DERP connections (0: descriptors only).
+  unsigned file_table_slots = 0;
 };
 
 // What every worker's DERP service shares (owned by the daemon, outlives the workers).

@@ -1,6 +1,8 @@
 """Capacity: the real derpd holding 10k concurrent DERP connections on loopback, every one of them
-able to send and receive; its memory per connection measured; and what happens at the descriptor
-limit (connections beyond it refused promptly and counted, the connected ones unharmed).
+able to send and receive; its memory per connection measured; and what happens at the connection
+limit (connections beyond it refused promptly and counted, the connected ones unharmed). Sockets
+live in each worker ring's registered-file table (up to RLIMIT_NOFILE slots per ring) and fall back
+to descriptors when it is full, so one worker's limit is its table plus its descriptor share.
 
 The connections come from bench/load/derp_load (idle mode: one epoll thread, every connection
 with its own node key and the full DERP handshake), spread over source addresses 127.0.0.1..16.
@@ -26,9 +28,11 @@ CONNECTIONS = 10_000
 # The relay's budget for an idle connection (the benchmark target is 8 KiB for TLS; plaintext
 # must fit in it too).
 MAX_RSS_PER_CONN = 8 * 1024
-FD_LIMIT = 2000
-HELD = 1500          # connections holding descriptors when the limit is probed
-BEYOND = 1000        # then this many more: ~FD_LIMIT - HELD fit, the rest must be refused
+FD_LIMIT = 1000
+# One worker: table 1000 + descriptors 1000 - 80 reserved = a limit of 1920 connections.
+CONN_LIMIT = 1920
+HELD = 1500          # connections held when the limit is probed: more than the descriptor limit
+BEYOND = 1000        # then this many more: ~CONN_LIMIT - HELD fit, the rest must be refused
 REFUSAL_DEADLINE_MS = 3000
 
 
@@ -213,7 +217,7 @@ class Capacity(unittest.TestCase):
     def test_connections_beyond_the_fd_limit_are_refused_promptly(self):
         if shutil.which("prlimit") is None:
             self.skipTest("prlimit (util-linux) not installed")
-        d = self.start(Derpd(self.dir, workers=2, nofile=FD_LIMIT))
+        d = self.start(Derpd(self.dir, workers=1, nofile=FD_LIMIT))
         before = d.metrics()
         held = self.start(Proc(load_args(d.target, "--connections", str(HELD), "--hold", "60",
                                          "--server-pid", str(d.proc.pid))))
@@ -227,7 +231,7 @@ class Capacity(unittest.TestCase):
         secs = time.monotonic() - t
         c = r["connect"]
         refused = c["failed"]
-        print(f"\nfd limit {FD_LIMIT}, {HELD} held: {BEYOND} more -> {c['ready']} ready, {refused} failed "
+        print(f"\nfd limit {FD_LIMIT} (connection limit {CONN_LIMIT}), {HELD} held: {BEYOND} more -> {c['ready']} ready, {refused} failed "
               f"{c['failed_reasons']}, slowest failure {c['max_fail_ms']:.0f} ms, run {secs:.1f} s")
 
         # Released now: the held connections verify while the server is still at its limit.
@@ -238,6 +242,7 @@ class Capacity(unittest.TestCase):
         self.assertTrue(d.alive(), "derpd exited at its descriptor limit:\n" + d.log())
         self.assertEqual(c["ready"] + refused, BEYOND)
         self.assertGreater(refused, 0, "no connection was refused: the limit was not reached")
+        self.assertEqual(c["ready"], CONN_LIMIT - HELD, "the limit is the table plus the descriptor share")
         hung = c["failed_reasons"].get("timeout", 0)
         self.assertEqual(hung, 0, f"{hung} connections were left hanging (no answer within 8 s) instead of refused")
         # A refusal: the connection closed or reset, or an HTTP error status instead of 101.
