@@ -117,7 +117,6 @@ void Worker::main(std::promise<std::string> ready) {
     for (auto& s : sockets) {
       s->close();
     }
-    loop_totals_ = loop.stats();
   } catch (const std::exception& e) {
     loop_.store(nullptr, std::memory_order_release);
     try {

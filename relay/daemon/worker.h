@@ -61,8 +61,6 @@ class Worker {
   void stop();
 
   unsigned index() const { return plan_.index; }
-  // The loop's own statistics, valid after stop().
-  const io::LoopStats& loop_totals() const { return loop_totals_; }
 
  private:
   void main(std::promise<std::string> ready);
@@ -72,7 +70,6 @@ class Worker {
   const DerpShared* derp_;
   std::thread thread_;
   std::atomic<io::Loop*> loop_{nullptr};
-  io::LoopStats loop_totals_;
 };
 
 }  // namespace derpd::daemon
