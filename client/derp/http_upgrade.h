@@ -1,22 +1,20 @@
 // The HTTP/1.1 side of a DERP connection: the upgrade request exactly as Tailscale's Go client
-// writes it, and the server's response head (libhttp-parser underneath). Pure: no I/O.
+// writes it, and the server's response head (relay/http/response_head.h). Pure: no I/O.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "client/derp/url.h"
 #include "relay/base/bytes.h"
 #include "relay/base/result.h"
+#include "relay/http/response_head.h"
 
 namespace derpd::derpclient {
 
-inline constexpr std::size_t kMaxResponseHead = 8192;
-inline constexpr std::size_t kMaxResponseHeaders = 64;
+inline constexpr std::size_t kMaxResponseHead = http::kMaxHeadSize;
 
 // "GET <target> HTTP/1.1", Host, User-Agent, Upgrade: DERP, Connection: Upgrade, and with
 // `fast_start` "Derp-Fast-Start: 1" (the server then writes no HTTP response), and Ideal-Node when
@@ -29,16 +27,10 @@ enum class HeadError : std::uint8_t {
   kTooLarge,    // no end of head within kMaxResponseHead bytes, or too many header lines
 };
 
-struct ResponseHead {
-  int status = 0;
-  std::string reason;
-  std::vector<std::pair<std::string, std::string>> headers;  // in order, values trimmed
-  std::size_t head_size = 0;  // bytes of the input making up the head; the rest is the DERP stream
+// Views into `input` (see relay/http/response_head.h); head_size is where the DERP stream begins.
+using ResponseHead = http::ResponseHead;
 
-  // The first header of that name (ASCII case-insensitive).
-  std::optional<std::string_view> header(std::string_view name) const;
-};
-
+// http::parse_response_head with its two "too large" errors as one.
 Result<ResponseHead, HeadError> parse_response_head(Bytes input);
 
 }  // namespace derpd::derpclient
