@@ -1,11 +1,11 @@
 #include "client/probe/portmap.h"
 
-#include <http_parser.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <string>
+
+#include "relay/http/response_head.h"
 
 namespace derpd::probe {
 
@@ -91,65 +91,21 @@ std::string_view ssdp_igd_search() {
 
 namespace {
 
-struct SsdpScan {
-  std::string field;  // current header name (lower-cased), capped
-  bool in_value = false;
-  bool igd = false;
-  bool headers_done = false;
-};
-
-constexpr std::size_t kMaxHeaderText = 512;
-
 bool names_igd(std::string_view v) {
   static constexpr std::string_view kNeedles[] = {"InternetGatewayDevice", "WANIPConnection", "WANPPPConnection"};
   return std::any_of(std::begin(kNeedles), std::end(kNeedles),
                      [&](std::string_view n) { return v.find(n) != std::string_view::npos; });
 }
 
-int on_field(http_parser* p, const char* at, std::size_t len) {
-  auto* s = static_cast<SsdpScan*>(p->data);
-  if (s->in_value) {
-    s->field.clear();
-    s->in_value = false;
-  }
-  for (std::size_t i = 0; i < len && s->field.size() < kMaxHeaderText; ++i) {
-    const char c = at[i];
-    s->field.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
-  }
-  return 0;
-}
-
-int on_value(http_parser* p, const char* at, std::size_t len) {
-  auto* s = static_cast<SsdpScan*>(p->data);
-  s->in_value = true;
-  // A value may arrive in pieces only across execute() calls; we make one call, so it is whole.
-  if ((s->field == "st" || s->field == "usn") && names_igd(std::string_view(at, len))) s->igd = true;
-  return 0;
-}
-
-int on_headers_complete(http_parser* p) {
-  static_cast<SsdpScan*>(p->data)->headers_done = true;
-  return 1;  // no body expected: stop here
-}
-
 }  // namespace
 
 bool ssdp_reply_is_igd(Bytes reply) {
-  if (reply.empty() || reply.size() > 8192) return false;
-  http_parser_settings settings;
-  http_parser_settings_init(&settings);
-  settings.on_header_field = on_field;
-  settings.on_header_value = on_value;
-  settings.on_headers_complete = on_headers_complete;
-  http_parser parser;
-  http_parser_init(&parser, HTTP_RESPONSE);
-  SsdpScan scan;
-  parser.data = &scan;
-  const auto text = as_chars(reply);
-  http_parser_execute(&parser, &settings, text.data(), text.size());
-  const auto err = HTTP_PARSER_ERRNO(&parser);
-  if (err != HPE_OK && err != HPE_CB_headers_complete) return false;
-  return scan.headers_done && parser.status_code == 200 && scan.igd;
+  const auto head = http::parse_response_head(reply);
+  if (!head || head->status != 200) return false;
+  const auto headers = head->headers();
+  return std::any_of(headers.begin(), headers.end(), [](const http::Header& h) {
+    return (http::iequals(h.name, "ST") || http::iequals(h.name, "USN")) && names_igd(h.value);
+  });
 }
 
 namespace {

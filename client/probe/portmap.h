@@ -48,7 +48,8 @@ PortMapAnswer classify_pcp_reply(Bytes reply);
 
 // The SSDP M-SEARCH datagram for an Internet Gateway Device.
 std::string_view ssdp_igd_search();
-// True for an HTTP/1.1 200 SSDP answer naming an IGD (parsed with libhttp-parser).
+// True for an HTTP/1.x 200 SSDP answer whose ST or USN header names an IGD (relay/http/response_head.h
+// parses it: a malformed, oversized or unfinished head is no answer).
 bool ssdp_reply_is_igd(Bytes reply);
 
 // The IPv4 default gateway in the text of /proc/net/route: an up route with the gateway flag,

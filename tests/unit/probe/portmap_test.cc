@@ -93,6 +93,14 @@ TEST(Ssdp, Replies) {
   EXPECT_FALSE(ssdp_reply_is_igd(text("HTTP/1.1 200 OK\r\nST: urn:x:InternetGatewayDevice:1\r\n")));  // unfinished
   EXPECT_FALSE(ssdp_reply_is_igd(text("\x01\x02garbage")));
   EXPECT_FALSE(ssdp_reply_is_igd({}));
+  // Every ST/USN line counts, not only the first.
+  EXPECT_TRUE(ssdp_reply_is_igd(text("HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n"
+                                     "USN: uuid:x::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n")));
+  // A head the HTTP parser refuses is no answer, whatever it names.
+  EXPECT_FALSE(ssdp_reply_is_igd(text("HTTP/1.1 200 OK\r\nST : urn:x:InternetGatewayDevice:1\r\n\r\n")));
+  EXPECT_FALSE(ssdp_reply_is_igd(text("HTTP/1.1 200 OK\r\nX: y\r\n urn:x:InternetGatewayDevice:1\r\n\r\n")));
+  EXPECT_FALSE(ssdp_reply_is_igd(text("HTTP/1.1 200 OK\r\nST: urn:x:InternetGatewayDevice:1\r\nX: " +
+                                      std::string(9000, 'a') + "\r\n\r\n")));
 }
 
 constexpr std::string_view kRoutes =
