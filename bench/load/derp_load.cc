@@ -20,7 +20,7 @@
 // the server's CPU time is read from /proc/<pid>/stat at both ends with --server-pid) -> drain
 // (no new packets; wait for those in flight, at most --loss-timeout). Every phase is bounded in
 // time; SIGINT/SIGTERM end the run early, SIGUSR1 ends an idle hold.
-#include <sched.h>
+#include <sched.h>  // CPU_SETSIZE
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -51,6 +51,7 @@
 #include "bench/load/derp_conn.h"
 #include "bench/load/derp_payload.h"
 #include "bench/load/latency_histogram.h"
+#include "bench/load/load_common.h"
 #include "client/derp/http_upgrade.h"
 #include "client/derp/url.h"
 #include "relay/base/endpoint.h"
@@ -63,7 +64,6 @@ constexpr double kMaxDurationS = 120.0;
 constexpr double kMaxHoldS = 600.0;
 constexpr std::uint32_t kMaxConnections = 1'000'000;
 constexpr std::size_t kReadBufferSize = 256 << 10;
-constexpr std::uint64_t kNs = 1'000'000'000ull;
 constexpr std::uint64_t kScanNs = 50'000'000ull;       // timeout scans
 constexpr std::uint64_t kSettleNs = 200'000'000ull;    // after the last handshake, before traffic
 constexpr std::size_t kOpenBacklogLimit = 1 << 20;     // open loop: skip a sender with this much queued
@@ -73,19 +73,6 @@ volatile std::sig_atomic_t g_interrupted = 0;
 volatile std::sig_atomic_t g_release_hold = 0;
 extern "C" void on_stop_signal(int) { g_interrupted = 1; }
 extern "C" void on_hold_signal(int) { g_release_hold = 1; }
-
-std::uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * kNs + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-double own_cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
-}
 
 // utime + stime of a whole process (all threads, exited ones included) in seconds; -1 if unknown.
 double process_cpu_seconds(int pid) {
@@ -355,7 +342,7 @@ void Loader::mark_dirty(std::uint32_t i) {
 void Loader::poll(std::uint64_t timeout_ns) {
   if (!pending_reads_.empty() || !dirty_.empty() || (opt_.spin && sending_)) timeout_ns = 0;
   std::array<epoll_event, 256> events{};
-  timespec ts{static_cast<time_t>(timeout_ns / kNs), static_cast<long>(timeout_ns % kNs)};
+  timespec ts{static_cast<time_t>(timeout_ns / kNsPerS), static_cast<long>(timeout_ns % kNsPerS)};
   const int n = epoll_pwait2(epfd_, events.data(), static_cast<int>(events.size()), &ts, nullptr);
   if (n < 0 && errno != EINTR) throw std::runtime_error(fmt::format("epoll_pwait2: {}", std::strerror(errno)));
   // Connections that had more to read than one turn allows go first, then the new events.
@@ -890,15 +877,6 @@ void print_human(const nlohmann::json& j) {
   fmt::print("counters: {}\n", j["counters"].dump());
 }
 
-void pin_to_cpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    throw std::runtime_error(fmt::format("cannot pin to CPU {}: {}", cpu, std::strerror(errno)));
-  }
-}
-
 std::optional<std::vector<std::uint32_t>> parse_sizes(const std::string& text) {
   std::vector<std::uint32_t> out;
   std::size_t start = 0;
@@ -962,18 +940,13 @@ std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
     exit_code = app.exit(e);
     return std::nullopt;
   }
-  auto ep = Endpoint::parse(o.target_text);
-  if (!ep || ep->port == 0) {
-    fmt::print(stderr, "derp_load: bad target '{}': want IP:PORT, e.g. 127.0.0.1:3340 or [::1]:3340\n", o.target_text);
+  try {
+    o.target = loopback_endpoint(o.target_text, "target", "127.0.0.1:3340 or [::1]:3340");
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "derp_load: {}\n", e.what());
     exit_code = 2;
     return std::nullopt;
   }
-  if (!ep->addr.is_loopback()) {
-    fmt::print(stderr, "derp_load: refusing target {}: only loopback (127.0.0.0/8, ::1) may be loaded\n", ep->to_string());
-    exit_code = 2;
-    return std::nullopt;
-  }
-  o.target = *ep;
   auto sizes = parse_sizes(o.sizes_text);
   if (!sizes) {
     fmt::print(stderr, "derp_load: bad --size '{}': comma list of {}..{}\n", o.sizes_text, kPayloadMin,

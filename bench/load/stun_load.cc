@@ -12,10 +12,9 @@
 // Every matched answer is validated with the stun/ client parser (Binding success,
 // XOR-MAPPED-ADDRESS == the socket's own address, FINGERPRINT if present, optionally derper's
 // exact form); latency goes into a fixed-size histogram. Nothing on the per-packet path allocates.
-#include <sched.h>
+#include <sched.h>  // CPU_SETSIZE
 #include <sys/epoll.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "bench/load/latency_histogram.h"
+#include "bench/load/load_common.h"
 #include "bench/load/stun_wire.h"
 #include "relay/base/bytes.h"
 #include "relay/base/endpoint.h"
@@ -50,19 +50,6 @@ constexpr std::uint64_t kTimeoutScanNs = 5 * kNsPerMs;
 
 volatile std::sig_atomic_t g_interrupted = 0;
 extern "C" void on_signal(int) { g_interrupted = 1; }
-
-std::uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
-}
 
 struct Options {
   std::string target_text;
@@ -335,7 +322,7 @@ void Loader::scan_timeouts(std::uint64_t t) {
 }
 
 void Loader::run() {
-  const double cpu0 = cpu_seconds();
+  const double cpu0 = own_cpu_seconds();
   start_ns_ = now_ns();
   const std::uint64_t deadline = start_ns_ + static_cast<std::uint64_t>(opt_.duration_s * 1e9);
   const auto timeout_ns = static_cast<std::uint64_t>(opt_.timeout_ms * 1e6);
@@ -377,7 +364,7 @@ void Loader::run() {
   if (stop_ns_ == 0) stop_ns_ = now_ns();
   counters_.lost += outstanding_;
   outstanding_ = 0;
-  cpu_s_ = cpu_seconds() - cpu0;
+  cpu_s_ = own_cpu_seconds() - cpu0;
 }
 
 void Loader::report() const {
@@ -439,15 +426,6 @@ void Loader::report() const {
   }
 }
 
-void pin_to_cpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    throw std::runtime_error(fmt::format("cannot pin to CPU {}: {}", cpu, std::strerror(errno)));
-  }
-}
-
 std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
   Options o;
   std::string format = "tailscale";
@@ -471,18 +449,13 @@ std::optional<Options> parse_options(int argc, char** argv, int& exit_code) {
     exit_code = app.exit(e);
     return std::nullopt;
   }
-  auto ep = Endpoint::parse(o.target_text);
-  if (!ep || ep->port == 0) {
-    fmt::print(stderr, "stun_load: bad target '{}': want IP:PORT, e.g. 127.0.0.1:3478 or [::1]:3478\n", o.target_text);
+  try {
+    o.target = loopback_endpoint(o.target_text, "target", "127.0.0.1:3478 or [::1]:3478");
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "stun_load: {}\n", e.what());
     exit_code = 2;
     return std::nullopt;
   }
-  if (!ep->addr.is_loopback()) {
-    fmt::print(stderr, "stun_load: refusing target {}: only loopback (127.0.0.0/8, ::1) may be loaded\n", ep->to_string());
-    exit_code = 2;
-    return std::nullopt;
-  }
-  o.target = *ep;
   o.format = format == "rfc8489" ? RequestFormat::kRfc8489 : format == "bare" ? RequestFormat::kBare : RequestFormat::kTailscale;
   if (static_cast<std::uint64_t>(o.sockets) * o.window > (1u << 20)) {
     fmt::print(stderr, "stun_load: sockets x window must be at most {}\n", 1u << 20);

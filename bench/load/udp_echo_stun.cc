@@ -5,7 +5,7 @@
 // all answers of the batch sent back with one sendmmsg. Anything else is counted and dropped.
 // Listens on loopback only; stops on SIGINT/SIGTERM or after --max-seconds.
 #include <netinet/in.h>
-#include <sched.h>
+#include <sched.h>  // CPU_SETSIZE
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,11 +16,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <fmt/core.h>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench/load/load_common.h"
 #include "bench/load/stun_wire.h"
 #include "relay/base/endpoint.h"
 
@@ -31,12 +32,6 @@ constexpr std::size_t kRecvBufSize = 2048;
 
 volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_signal(int) { g_stop = 1; }
-
-std::uint64_t now_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
 
 struct Stats {
   std::uint64_t batches = 0;  // recvmmsg calls that returned datagrams
@@ -80,8 +75,8 @@ int serve(const Endpoint& listen, unsigned batch, int rcvbuf, unsigned max_secon
   for (std::size_t i = 0; i < batch; ++i) riovs[i] = {rbufs.data() + i * kRecvBufSize, kRecvBufSize};
 
   Stats st;
-  const std::uint64_t stop_at = now_s() + max_seconds;
-  while (!g_stop && now_s() < stop_at) {
+  const std::uint64_t stop_at = now_ns() + max_seconds * kNsPerS;
+  while (!g_stop && now_ns() < stop_at) {
     for (std::size_t i = 0; i < batch; ++i) {
       rmsgs[i].msg_hdr = {};
       rmsgs[i].msg_hdr.msg_name = &names[i];
@@ -155,27 +150,22 @@ int main(int argc, char** argv) {
   app.add_option("--cpu", cpu, "pin to this CPU")->check(CLI::Range(0, CPU_SETSIZE - 1));
   CLI11_PARSE(app, argc, argv);
 
-  const auto listen = Endpoint::parse(listen_text);
-  if (!listen) {
-    fmt::print(stderr, "udp_echo_stun: bad listen address '{}': want IP:PORT\n", listen_text);
+  Endpoint listen;
+  try {
+    listen = bench::loopback_endpoint(listen_text, "listen address", "127.0.0.1:0", true);
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "udp_echo_stun: {}\n", e.what());
     return 2;
   }
-  if (!listen->addr.is_loopback()) {
-    fmt::print(stderr, "udp_echo_stun: refusing {}: loopback addresses only\n", listen->to_string());
-    return 2;
-  }
-  if (cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0) {
-      fmt::print(stderr, "udp_echo_stun: cannot pin to CPU {}: {}\n", cpu, std::strerror(errno));
-      return 1;
-    }
+  try {
+    if (cpu >= 0) bench::pin_to_cpu(cpu);
+  } catch (const std::runtime_error& e) {
+    fmt::print(stderr, "udp_echo_stun: {}\n", e.what());
+    return 1;
   }
   struct sigaction sa{};
   sa.sa_handler = bench::on_signal;  // no SA_RESTART: a blocked recvmmsg returns EINTR
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  return bench::serve(*listen, batch, rcvbuf, max_seconds);
+  return bench::serve(listen, batch, rcvbuf, max_seconds);
 }
