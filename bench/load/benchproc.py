@@ -1,5 +1,6 @@
 """Process handling shared by the compare scripts: every process a benchmark starts is recorded in
 STARTED and stopped by its PID (SIGTERM, then SIGKILL), also on Ctrl-C or an error."""
+import atexit
 import os
 import platform
 import signal
@@ -31,6 +32,20 @@ def stop_all():
 def on_signal(signum, _frame):
     stop_all()
     sys.exit(128 + signum)
+
+
+def stop_all_on_exit():
+    """Arms stop_all() for the script's end, Ctrl-C and SIGTERM."""
+    atexit.register(stop_all)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def require_cpus(parser, *cpus):
+    """Ends the script with a usage error unless every CPU may run this process."""
+    for cpu in cpus:
+        if cpu not in os.sched_getaffinity(0):
+            parser.error(f"cpu {cpu} is not available here")
 
 
 def machine_details():

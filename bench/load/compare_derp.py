@@ -24,7 +24,6 @@ Usage: compare_derp.py BUILD_DIR [--derper PATH] [--quick] [--json] [--capacity 
 """
 
 import argparse
-import atexit
 import json
 import math
 import os
@@ -36,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from benchproc import STARTED, machine_details, on_signal, stop, stop_all
+from benchproc import STARTED, machine_details, require_cpus, stop, stop_all_on_exit
 
 ALL_SERVERS = ("derper", "derpd")
 ALL_MODES = ("plain", "tls")
@@ -483,13 +482,9 @@ def main():
     for tool in ("taskset", "openssl"):
         if shutil.which(tool) is None:
             p.error(f"{tool} is required")
-    for cpu in (args.server_cpu, args.client_cpu):
-        if cpu not in os.sched_getaffinity(0):
-            p.error(f"cpu {cpu} is not available here")
+    require_cpus(p, args.server_cpu, args.client_cpu)
 
-    atexit.register(stop_all)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_all_on_exit()
 
     machine = machine_details()
     t0 = time.monotonic()

@@ -13,12 +13,10 @@ Usage: compare_stun.py BUILD_DIR [--duration S] [--servers derpd,coturn,echo] [-
 """
 
 import argparse
-import atexit
 import json
 import os
 import random
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -27,7 +25,7 @@ import tempfile
 import time
 import zlib
 
-from benchproc import STARTED, machine_details, on_signal, stop, stop_all
+from benchproc import STARTED, machine_details, require_cpus, stop, stop_all_on_exit
 
 ALL_SERVERS = ("derpd", "coturn", "echo")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -256,13 +254,9 @@ def main():
         p.error(f"{stun_load} not found: build it first (cmake --build {args.build} --target stun_load udp_echo_stun)")
     if shutil.which("taskset") is None:
         p.error("taskset (util-linux) is required")
-    for cpu in (args.server_cpu, args.client_cpu):
-        if cpu not in os.sched_getaffinity(0):
-            p.error(f"cpu {cpu} is not available here")
+    require_cpus(p, args.server_cpu, args.client_cpu)
 
-    atexit.register(stop_all)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_all_on_exit()
 
     machine = machine_details()
     results = {}
