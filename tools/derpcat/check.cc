@@ -4,6 +4,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <fmt/format.h>
@@ -28,36 +30,39 @@ std::vector<std::byte> random_bytes(std::size_t n) {
   return b;
 }
 
-// Waits for a packet from `src`. Other messages are skipped; a packet from `src` with other bytes
-// is a failure ("corrupt").
-std::string expect_packet(dc::Client& c, const proto::NodePublic& src, const std::vector<std::byte>& want,
-                          dc::Deadline deadline) {
+// Receives until `verdict` has one for a message (empty: success, else what went wrong) or the
+// deadline passes ("timeout"). Messages it has no verdict for (std::nullopt) are skipped.
+template <typename Verdict>
+std::string recv_until(dc::Client& c, dc::Deadline deadline, Verdict verdict) {
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - dc::Clock::now());
     if (left.count() <= 0) return "timeout";
     auto m = c.recv(left);
     if (!m) return m.error() == dc::Error::kTimeout ? std::string("timeout")
                                                     : fmt::format("{}: {}", dc::to_string(m.error()), c.error_detail());
-    if (const auto* p = std::get_if<dc::RecvPacket>(&*m); p != nullptr && p->src == src) {
-      return p->data == want ? std::string() : std::string("corrupt packet");
-    }
+    if (std::optional<std::string> v = verdict(*m)) return *std::move(v);
   }
+}
+
+// Waits for a packet from `src`; one from `src` with other bytes is a failure ("corrupt").
+std::string expect_packet(dc::Client& c, const proto::NodePublic& src, const std::vector<std::byte>& want,
+                          dc::Deadline deadline) {
+  return recv_until(c, deadline, [&](const dc::Message& m) -> std::optional<std::string> {
+    const auto* p = std::get_if<dc::RecvPacket>(&m);
+    if (p == nullptr || p->src != src) return std::nullopt;
+    return p->data == want ? std::string() : std::string("corrupt packet");
+  });
 }
 
 // Waits for PeerGone(peer, reason).
 std::string expect_peer_gone(dc::Client& c, const proto::NodePublic& peer, proto::PeerGoneReason reason,
                              dc::Deadline deadline) {
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - dc::Clock::now());
-    if (left.count() <= 0) return "timeout";
-    auto m = c.recv(left);
-    if (!m) return m.error() == dc::Error::kTimeout ? std::string("timeout")
-                                                    : fmt::format("{}: {}", dc::to_string(m.error()), c.error_detail());
-    if (const auto* g = std::get_if<dc::PeerGone>(&*m); g != nullptr && g->peer == peer) {
-      if (g->reason == reason) return {};
-      return fmt::format("peer gone with reason {}", reason_name(g->reason));
-    }
-  }
+  return recv_until(c, deadline, [&](const dc::Message& m) -> std::optional<std::string> {
+    const auto* g = std::get_if<dc::PeerGone>(&m);
+    if (g == nullptr || g->peer != peer) return std::nullopt;
+    if (g->reason == reason) return std::string();
+    return fmt::format("peer gone with reason {}", reason_name(g->reason));
+  });
 }
 
 // `count` round trips initiated by `a`: a -> b, b echoes -> a. Round-trip times in ms.
