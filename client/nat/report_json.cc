@@ -18,9 +18,9 @@ json micros_or_null(const std::optional<std::chrono::microseconds>& d) {
   return d ? json(static_cast<std::int64_t>(d->count())) : json(nullptr);
 }
 
-json family_to_json(const FamilyVerdict& f) {
-  json j = json::object();
-  j["tested"] = f.tested;
+// The behaviour fields of a family verdict, written both per family and (for the primary family)
+// at the top level; Reader::core() reads them back.
+void core_to_json(json& j, const FamilyVerdict& f) {
   j["udp"] = f.udp;
   j["mapping"] = to_string(f.mapping);
   j["filtering"] = to_string(f.filtering);
@@ -30,6 +30,12 @@ json family_to_json(const FamilyVerdict& f) {
   j["public_addresses"] = std::move(addrs);
   j["port_preservation"] = to_string(f.port_preservation);
   j["hairpinning"] = to_string(f.hairpinning);
+}
+
+json family_to_json(const FamilyVerdict& f) {
+  json j = json::object();
+  j["tested"] = f.tested;
+  core_to_json(j, f);
   json servers = json::array();
   for (const auto& s : f.servers) {
     json o = json::object();
@@ -302,19 +308,10 @@ std::string dump(const json& j, int indent) {
 }  // namespace
 
 json to_json(const Verdict& v) {
-  const FamilyVerdict& p = v.primary();
   json j = json::object();
   j["schema"] = kReportSchema;
   j["family"] = to_string(v.primary_family());
-  j["udp"] = p.udp;
-  j["mapping"] = to_string(p.mapping);
-  j["filtering"] = to_string(p.filtering);
-  j["mapping_endpoint_dependent"] = p.mapping_endpoint_dependent;
-  json addrs = json::array();
-  for (const auto& ep : p.public_addresses) addrs.push_back(ep.to_string());
-  j["public_addresses"] = std::move(addrs);
-  j["port_preservation"] = to_string(p.port_preservation);
-  j["hairpinning"] = to_string(p.hairpinning);
+  core_to_json(j, v.primary());
   j["old_name"] = to_string(v.old_name);
   j["difficulty"] = to_string(v.difficulty);
   j["summary"] = v.summary;
