@@ -9,6 +9,18 @@
 
 namespace derpd::stun {
 
+ServerAddresses ServerAddresses::of(const Endpoint& primary, const std::optional<Endpoint>& alternate) {
+  ServerAddresses s;
+  s.ip[0] = primary.addr;
+  s.port[0] = primary.port;
+  if (alternate) {
+    s.ip[1] = alternate->addr;
+    s.port[1] = alternate->port;
+    s.has_alternate = true;
+  }
+  return s;
+}
+
 std::string_view to_string(Disposition d) {
   switch (d) {
     case Disposition::kSuccess: return "success";

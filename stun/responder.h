@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -57,6 +58,9 @@ struct ServerAddresses {
   IpAddr ip[2];
   std::uint16_t port[2] = {0, 0};
   bool has_alternate = false;
+
+  // A server on `primary` and, when given, on `alternate`'s IP and port too (RFC 5780 service).
+  static ServerAddresses of(const Endpoint& primary, const std::optional<Endpoint>& alternate = std::nullopt);
 };
 
 struct SocketIndex {

@@ -88,14 +88,7 @@ class ServerSim {
   }
 
   std::optional<ServerReply> real(const Endpoint& client, const Endpoint& at, ChangeFlags change) {
-    stun::ServerAddresses addrs;
-    addrs.ip[0] = s_.primary.addr;
-    addrs.port[0] = s_.primary.port;
-    if (s_.alt) {
-      addrs.ip[1] = s_.alt->addr;
-      addrs.port[1] = s_.alt->port;
-      addrs.has_alternate = true;
-    }
+    const auto addrs = stun::ServerAddresses::of(s_.primary, s_.alt);
     ServerReply r;
     r.txid = stun::new_txid();
     std::array<std::byte, 256> request{};

@@ -143,14 +143,7 @@ void FakeNet::server_receive(std::size_t index, const Endpoint& client, const En
   if (s.behaviour == Behaviour::kSilent) return;
   if (s.behaviour == Behaviour::kTailnodeOnly && !is_tailnode_request(data)) return;
 
-  stun::ServerAddresses addrs;
-  addrs.ip[0] = s.primary.addr;
-  addrs.port[0] = s.primary.port;
-  if (s.alt) {
-    addrs.ip[1] = s.alt->addr;
-    addrs.port[1] = s.alt->port;
-    addrs.has_alternate = true;
-  }
+  const auto addrs = stun::ServerAddresses::of(s.primary, s.alt);
   stun::SocketIndex on;
   on.ip = at.addr == s.primary.addr ? 0 : 1;
   on.port = at.port == s.primary.port ? 0 : 1;

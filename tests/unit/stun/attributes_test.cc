@@ -40,9 +40,7 @@ TEST(DecodeAddress, Rejects) {
 }
 
 TEST(DecodeXorAddress, UsesCookieAndTxid) {
-  std::array<std::byte, 12> id{};
-  for (std::size_t i = 0; i < id.size(); ++i) id[i] = std::byte(i + 1);
-  const TxId txid = TxId::from_bytes(id);
+  const TxId txid = test::txid_1_to_12();
   // 192.0.2.1:32853: port 0x8055 ^ 0x2112 = 0xa147; c0 00 02 01 ^ 21 12 a4 42 = e1 12 a6 43.
   auto v4 = decode_xor_address(hex("0001 a147 e112a643"), txid);
   ASSERT_TRUE(v4);

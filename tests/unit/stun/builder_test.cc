@@ -12,12 +12,7 @@ namespace derpd::stun {
 namespace {
 
 using test::hex;
-
-TxId txid_1_to_12() {
-  std::array<std::byte, 12> id{};
-  for (std::size_t i = 0; i < id.size(); ++i) id[i] = std::byte(i + 1);
-  return TxId::from_bytes(id);
-}
+using test::txid_1_to_12;
 
 std::vector<std::byte> built(const MessageBuilder& b, const std::array<std::byte, 600>& buf) {
   return {buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(b.size())};

@@ -17,6 +17,7 @@ namespace derpd::stun {
 namespace {
 
 using test::hex;
+using test::txid_1_to_12;
 
 // The remotes are the addresses whose derper answers were captured byte for byte below.
 const Endpoint kRemote4 = *Endpoint::parse("192.0.2.1:32853");
@@ -34,12 +35,6 @@ ServerAddresses server_for(bool v6, bool alternate) {
 
 Endpoint socket_addr(const ServerAddresses& s, SocketIndex i) { return Endpoint{s.ip[i.ip], s.port[i.port]}; }
 
-TxId tx() {
-  std::array<std::byte, 12> id{};
-  for (std::size_t i = 0; i < id.size(); ++i) id[i] = std::byte(i + 1);
-  return TxId::from_bytes(id);
-}
-
 TxId classic_tx() {
   std::array<std::byte, 16> id{};
   for (std::size_t i = 0; i < id.size(); ++i) id[i] = std::byte(0xC0 + i);
@@ -52,7 +47,7 @@ using Fill = std::function<void(MessageBuilder&)>;
 std::vector<std::byte> req(const Fill& fill = {}, bool fp = true, MessageType type = MessageType::kBindingRequest,
                            std::size_t cap = 2048) {
   std::vector<std::byte> buf(cap);
-  MessageBuilder b(buf, type, tx());
+  MessageBuilder b(buf, type, txid_1_to_12());
   if (fill) fill(b);
   if (fp) b.add_fingerprint();
   EXPECT_TRUE(b.ok());
@@ -73,7 +68,7 @@ std::vector<std::byte> tailnode_req() {
   std::vector<std::byte> buf(kTailnodeRequestSize);
   BindingRequestOptions o;
   o.form = RequestForm::kTailnode;
-  buf.resize(build_binding_request(tx(), o, buf));
+  buf.resize(build_binding_request(txid_1_to_12(), o, buf));
   return buf;
 }
 
@@ -672,6 +667,24 @@ TEST(RespondExtra, DispositionNames) {
   EXPECT_EQ(to_string(Disposition::kNotStun), "not_stun");
   EXPECT_EQ(to_string(Disposition::kMalformed), "malformed");
   EXPECT_EQ(to_string(Disposition::kIgnored), "ignored");
+}
+
+TEST(ServerAddressesOf, PrimaryAloneOrWithTheAlternate) {
+  const auto one = ServerAddresses::of(*Endpoint::parse("203.0.113.1:3478"));
+  EXPECT_FALSE(one.has_alternate);
+  EXPECT_EQ(socket_addr(one, SocketIndex{0, 0}), *Endpoint::parse("203.0.113.1:3478"));
+
+  const auto both = ServerAddresses::of(*Endpoint::parse("[2001:db8::1]:3478"), Endpoint::parse("[2001:db8::2]:3479"));
+  ASSERT_TRUE(both.has_alternate);
+  EXPECT_EQ(socket_addr(both, SocketIndex{0, 0}), *Endpoint::parse("[2001:db8::1]:3478"));
+  EXPECT_EQ(socket_addr(both, SocketIndex{1, 1}), *Endpoint::parse("[2001:db8::2]:3479"));
+  EXPECT_EQ(socket_addr(both, SocketIndex{0, 1}), *Endpoint::parse("[2001:db8::1]:3479"));
+  EXPECT_EQ(socket_addr(both, SocketIndex{1, 0}), *Endpoint::parse("[2001:db8::2]:3478"));
+  // The same as the hand-built addresses the tests above give respond().
+  const auto hand = server_for(false, true);
+  const auto built = ServerAddresses::of(Endpoint{hand.ip[0], hand.port[0]}, Endpoint{hand.ip[1], hand.port[1]});
+  for (std::uint8_t ip : {0, 1})
+    for (std::uint8_t port : {0, 1}) EXPECT_EQ(socket_addr(built, {ip, port}), socket_addr(hand, {ip, port}));
 }
 
 }  // namespace

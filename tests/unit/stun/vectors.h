@@ -1,14 +1,23 @@
 // Test fixtures: RFC 5769 test vectors and small helpers shared by the STUN tests.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <vector>
 
 #include "relay/base/bytes.h"
+#include "stun/message.h"
 
 namespace derpd::stun::test {
+
+// The transaction id 01 02 .. 0c (after the magic cookie).
+inline TxId txid_1_to_12() {
+  std::array<std::byte, TxId::kSize> id{};
+  for (std::size_t i = 0; i < id.size(); ++i) id[i] = std::byte(i + 1);
+  return TxId::from_bytes(id);
+}
 
 // "0001 0058 ..." -> bytes; spaces and newlines ignored.
 inline std::vector<std::byte> hex(std::string_view s) {
