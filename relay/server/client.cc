@@ -90,7 +90,12 @@ void ClientArena::release(ClientId id) {
   c->connected_at = Nanos{0};
   c->keepalive_period = Nanos{0};
   c->preferred = c->watcher = c->in_ready = c->pong_pending = c->keepalive_pending = false;
-  c->dup_hint = c->active_hint = c->history_back_hint = c->activity_noted = false;
+  c->dup_hint = c->active_hint = c->history_back_hint = false;
+  c->sw = Client::Switch::kNone;
+  c->activity_noted = false;
+  c->switch_acks = 0;
+  c->switch_seq = 0;
+  c->held_since = Nanos{0};
   c->peer_gone_limit = TokenBucket{};
   c->control.clear();
   c->current = OutFrame{};

@@ -96,7 +96,22 @@ struct Client {
   bool dup_hint = false;           // the key has 2+ connections
   bool active_hint = false;        // this connection is the active one
   bool history_back_hint = false;  // this connection is the most recent sender
-  bool activity_noted = false;     // an activity message is on its way to the home
+  // A switch of the key's directory entry to this connection (cross_worker.h: barrier and acks).
+  enum class Switch : std::uint8_t {
+    kNone,
+    kRegistered,  // registration sent; its barrier (if the key has other connections) not yet acked
+    kNoted,       // activity sent by frame_received() without a hold; the frame was handled
+    kHeld,        // activity sent; the io layer holds the frame until every shard acked
+    kReleased,    // acked (or released): the held frame is handled by the next frame_received()
+  };
+  Switch sw = Switch::kNone;
+  // Activity was reported since the key's last EntryUpdate. A report that changed nothing (a
+  // disabled fighter, a connection that already left the set) brings no update, and until one
+  // comes, asking again would change nothing either.
+  bool activity_noted = false;
+  std::uint16_t switch_acks = 0;   // barrier acks for switch_seq (one per shard)
+  std::uint32_t switch_seq = 0;
+  Nanos held_since{0};             // Switch::kHeld: when the hold began
 
   // --- output ---
   SendQueue normal;

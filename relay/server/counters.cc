@@ -90,6 +90,8 @@ void ShardCounters::accumulate(CounterTotals& t) const {
   t.control_deferred += control_deferred.load();
   t.control_frames_dropped += control_frames_dropped.load();
   t.keepalives_sent += keepalives_sent.load();
+  t.dup_switch_holds += dup_switch_holds.load();
+  t.dup_switch_timeouts += dup_switch_timeouts.load();
 }
 
 }  // namespace derpd::server

@@ -97,6 +97,8 @@ struct CounterTotals {
   std::uint64_t control_deferred = 0;            // control messages parked because a ring was full
   std::uint64_t control_frames_dropped = 0;      // PeerGone frames not queued: the client's backlog was full
   std::uint64_t keepalives_sent = 0;
+  std::uint64_t dup_switch_holds = 0;            // frames held until a duplicate key's switch showed everywhere
+  std::uint64_t dup_switch_timeouts = 0;         // holds released before every shard had acked
 
   std::uint64_t dropped(DropReason r, PacketKind k) const {
     return packets_dropped[static_cast<std::size_t>(r)][static_cast<std::size_t>(k)];
@@ -142,6 +144,8 @@ struct ShardCounters {
   Counter control_deferred;
   Counter control_frames_dropped;
   Counter keepalives_sent;
+  Counter dup_switch_holds;
+  Counter dup_switch_timeouts;
 
   void drop(DropReason r, PacketKind k, std::size_t bytes) {
     packets_dropped[static_cast<std::size_t>(r)][static_cast<std::size_t>(k)].add(1);

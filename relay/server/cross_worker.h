@@ -62,13 +62,25 @@ enum class MsgType : std::uint8_t {
   kPacket = 1,       // PacketMsg + packet bytes, to the worker owning the destination connection
   kRegister,         // RegisterMsg, to the key's home
   kUnregister,       // ConnKeyMsg, to the key's home
-  kActivity,         // ConnKeyMsg, to the key's home (a duplicate connection sent a frame)
+  kActivity,         // ActivityMsg, to the key's home (a duplicate connection sent a frame)
   kForwarderAdd,     // ConnKeyMsg (conn = mesh link), to the key's home
   kForwarderRemove,  // ConnKeyMsg (conn = mesh link), to the key's home
   kClosePeer,        // KeyMsg, to the key's home (a mesh peer asked to close the key's connections)
   kCloseConn,        // CloseConnMsg, to the worker owning the connection
   kEntryUpdate,      // EntryUpdate, from a home to every other shard
+  kSwitchBarrier,    // SwitchMsg, from a home to every other shard, after the update it follows
+  kSwitchAck,        // SwitchMsg, to the worker owning `conn`: the sender applied the update
 };
+
+// Duplicate-key switches (derper changes a key's active connection under its one mutex, before
+// the frame that caused the change is handled). Here the change is made by the key's home and
+// reaches the other replicas through their rings, so a connection that takes over a duplicated
+// key waits until every replica shows it:
+//   owner --kActivity / kRegister (seq)--> home: applies the change, broadcasts the EntryUpdate,
+//   then a kSwitchBarrier (conn, seq) to every shard (itself included, in process);
+//   each shard, on the barrier (which its ring delivers after the update): kSwitchAck to the
+//   owner (the owner counts its own barrier directly).
+// With one ack per shard the owner knows that no replica routes by an older state of the key.
 
 inline constexpr std::uint8_t kPacketFromForward = 1 << 0;  // arrived as ForwardPacket (mesh)
 inline constexpr std::uint8_t kPacketToLink = 1 << 1;       // destination is a mesh link: write ForwardPacket
@@ -85,6 +97,16 @@ struct RegisterMsg {
   ConnRef conn;
   Endpoint endpoint;
   std::uint8_t flags = 0;          // PeerPresent flags
+  std::uint32_t seq = 0;           // barrier number, used when the key has other connections
+};
+struct ActivityMsg {
+  protocol::NodePublic key;
+  ConnRef conn;
+  std::uint32_t seq = 0;           // barrier number (owner's counter)
+};
+struct SwitchMsg {
+  ConnRef conn;                    // the connection waiting for the switch
+  std::uint32_t seq = 0;
 };
 struct ConnKeyMsg {
   protocol::NodePublic key;
@@ -101,6 +123,8 @@ struct CloseConnMsg {
 static_assert(std::is_trivially_copyable_v<PacketMsg>);
 static_assert(std::is_trivially_copyable_v<RegisterMsg>);
 static_assert(std::is_trivially_copyable_v<ConnKeyMsg>);
+static_assert(std::is_trivially_copyable_v<ActivityMsg>);
+static_assert(std::is_trivially_copyable_v<SwitchMsg>);
 static_assert(std::is_trivially_copyable_v<EntryUpdate>);
 static_assert(std::is_trivially_copyable_v<CloseConnMsg>);
 

@@ -83,8 +83,48 @@ ClientId RelayShard::client_registered(const ClientParams& params, Nanos now) {
   if (params.not_ideal) counters_.current_notideal_connections.add();
   local_by_key_[params.key].push_back(id.slot);
   if (c->keepalive_period.count() > 0) schedule_keepalive(id, now + c->keepalive_period);
-  to_home(params.key, MsgType::kRegister, RegisterMsg{params.key, ref(id), params.remote, c->present_flags});
+  c->sw = Client::Switch::kRegistered;
+  c->switch_seq = ++switch_seq_;
+  c->switch_acks = 0;
+  to_home(params.key, MsgType::kRegister,
+          RegisterMsg{params.key, ref(id), params.remote, c->present_flags, c->switch_seq});
   return id;
+}
+
+bool RelayShard::registration_visible(ClientId id) const {
+  const Client* c = arena_.get(id);
+  if (c == nullptr || c->sw != Client::Switch::kRegistered) return true;  // acked, or moved on
+  // No barrier comes while the key has no other connection: this replica showing it is enough.
+  const ReplicaEntry* e = directory_.find(c->params.key);
+  return e != nullptr && e->active == ref(id) && e->conns < 2;
+}
+
+bool RelayShard::frame_may_proceed(ClientId id, Nanos now) {
+  Client* c = arena_.get(id);
+  if (c == nullptr) return true;  // frame_received() refuses it
+  if (c->sw == Client::Switch::kHeld) return false;
+  if (c->sw == Client::Switch::kReleased) return true;
+  if (!c->dup_hint) return true;  // the common case: one connection for the key
+  if (c->kind != Client::Kind::kClient || c->state != Client::State::kActive) return true;
+  if (c->activity_noted && c->sw == Client::Switch::kNone) return true;  // asked; nothing changed since
+  // Already active: no route changes (only the send history, which frame_received() reports
+  // without waiting). With kDisableFighters that report may disable the set, so it waits too.
+  if (c->active_hint && (c->history_back_hint || cfg_.dup_policy == DupPolicy::kLastWriterIsActive)) return true;
+  if (fabric_.workers() == 1) return true;  // one replica: frame_received() switches in place
+  // A report still on its way (kNoted) is not waited for: it left before the update that made
+  // this connection inactive, so its barrier proves nothing about this frame.
+  request_switch(id, *c, Client::Switch::kHeld);
+  c->held_since = now;
+  held_.push_back(id);
+  counters_.dup_switch_holds.add();
+  return false;
+}
+
+void RelayShard::release_held(ClientId id) {
+  Client* c = arena_.get(id);
+  if (c == nullptr || c->sw != Client::Switch::kHeld) return;
+  c->sw = Client::Switch::kReleased;  // the barrier's acks still arrive and are ignored
+  counters_.dup_switch_timeouts.add();
 }
 
 bool RelayShard::frame_received(ClientId id, const protocol::ClientMessage& msg, Nanos now) {
@@ -139,6 +179,22 @@ void RelayShard::client_closed(ClientId id, ConnEnd how) {
 void RelayShard::tick(Nanos now) {
   now_ = now;
   outbox_.flush();
+  if (!held_.empty()) {
+    // A hold outlasting switch_wait means a worker is not polling its inbox: let the frame go.
+    std::size_t keep = 0;
+    for (const ClientId& id : held_) {
+      Client* c = arena_.get(id);
+      if (c == nullptr || c->sw != Client::Switch::kHeld) continue;
+      if (now - c->held_since >= cfg_.switch_wait) {
+        c->sw = Client::Switch::kReleased;
+        counters_.dup_switch_timeouts.add();
+        out_.resume.push_back(id);
+        continue;
+      }
+      held_[keep++] = id;
+    }
+    held_.resize(keep);
+  }
   while (!keepalives_.empty() && keepalives_.top().due <= now) {
     const KeepAliveDue k = keepalives_.top();
     keepalives_.pop();
@@ -158,8 +214,15 @@ void RelayShard::tick(Nanos now) {
 }
 
 std::optional<Nanos> RelayShard::next_deadline() const {
-  if (keepalives_.empty()) return std::nullopt;
-  return keepalives_.top().due;
+  std::optional<Nanos> next;
+  if (!keepalives_.empty()) next = keepalives_.top().due;
+  for (const ClientId& id : held_) {
+    const Client* c = arena_.get(id);
+    if (c == nullptr || c->sw != Client::Switch::kHeld) continue;
+    const Nanos due = c->held_since + cfg_.switch_wait;
+    if (!next || due < *next) next = due;
+  }
+  return next;
 }
 
 void RelayShard::schedule_keepalive(ClientId id, Nanos due) { keepalives_.push({due, id.slot, id.gen}); }
@@ -200,9 +263,20 @@ void RelayShard::mesh_link_peer_gone(ClientId link, const protocol::NodePublic& 
 void RelayShard::note_activity(ClientId id, Client& c) {
   // derper's noteClientActivity: only duplicate connections matter. Tell the home when this
   // connection is not yet the active, most recent sender; one message in flight at a time.
+  if (c.sw == Client::Switch::kReleased) {  // the held frame: its switch was made already
+    c.sw = Client::Switch::kNone;
+    return;
+  }
   if (!c.dup_hint || c.activity_noted || (c.active_hint && c.history_back_hint)) return;
+  request_switch(id, c, Client::Switch::kNoted);
+}
+
+void RelayShard::request_switch(ClientId id, Client& c, Client::Switch state) {
+  c.sw = state;  // before to_home(): a local home may answer in place
   c.activity_noted = true;
-  to_home(c.params.key, MsgType::kActivity, ConnKeyMsg{c.params.key, ref(id)});
+  c.switch_seq = ++switch_seq_;
+  c.switch_acks = 0;
+  to_home(c.params.key, MsgType::kActivity, ActivityMsg{c.params.key, ref(id), c.switch_seq});
 }
 
 void RelayShard::handle_send(ClientId id, Client& c, const protocol::SendPacket& m, Nanos now) {
@@ -388,6 +462,7 @@ void RelayShard::take_outputs(ShardOutputs& out) {
   std::swap(out.writable, out_.writable);
   std::swap(out.closes, out_.closes);
   std::swap(out.wake, out_.wake);
+  std::swap(out.resume, out_.resume);
   out_.clear();
 }
 

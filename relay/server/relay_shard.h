@@ -4,8 +4,11 @@
 //
 // Inputs (all on the worker's thread; `now` is the worker's monotonic clock):
 //   note_accept()                     a /derp upgrade was accepted (derp_accepts)
-//   client_registered(params, now)    handshake done; returns the ClientId. Write ServerInfo to
-//                                     the connection first, then start pulling (below).
+//   client_registered(params, now)    handshake done; returns the ClientId. Once
+//                                     registration_visible(id), write ServerInfo to the
+//                                     connection, then start pulling (below).
+//   frame_may_proceed(id, now)        before each frame: false means hold it (duplicate keys,
+//                                     below) until out.resume lists the id.
 //   frame_received(id, msg, now)      one parsed client frame (parse_client_message after
 //                                     server_limits()); FrameErrors are the io layer's: close and
 //                                     report client_closed(kProtocolError). Returns false once
@@ -29,6 +32,7 @@
 //                   call client_closed(id, ConnEnd::kRequested). The shard already unregistered it.
 //     out.wake      workers this shard wrote messages to: wake each (MSG_RING or eventfd) so it
 //                   calls poll_inbox().
+//     out.resume    clients whose held frame may now go to frame_received(); then read on.
 //   write_timeout(id): the per-write deadline derper uses (2 s, 30 s for mesh peers).
 //
 // Cross-worker flow: shards share one Fabric (SPSC rings for every ordered worker pair). A
@@ -36,6 +40,19 @@
 // W's poll_inbox() copies it into W's packet pool and the destination's queue. Directory changes
 // go to the key's home shard and come back as EntryUpdates (peer_directory.h). A packet whose
 // destination moved or left meanwhile drops as unknown_dest on the owning worker.
+//
+// Duplicate keys: derper makes the connection that most recently sent a frame the key's active
+// one, under its one mutex, before it handles that frame; so whatever the frame causes (its Pong,
+// a packet it sends) happens after every sender routes to the new writer. Here the key's home
+// makes the change and the replicas learn it through their rings, so a connection taking over
+// holds that frame until every shard acknowledged the change (the barrier in cross_worker.h):
+// frame_may_proceed() returns false, the io layer keeps the frame and stops reading the
+// connection, and out.resume gives the go-ahead (at worst after ShardConfig::switch_wait). The
+// same barrier follows a registration while the key has other connections, and
+// registration_visible() waits for it, so ServerInfo means every shard routes to the newcomer.
+// A connection that is already active needs no hold (no route changes); a key with one
+// connection never pays more than one flag test per frame. When connections of one key send at
+// the same moment, the home's order decides, as derper's mutex does.
 //
 // Mesh: a client that presented the mesh key may WatchConns (PeerPresent for every connected
 // key, then each registration; PeerGone when a key's last connection leaves), ForwardPacket
@@ -79,6 +96,7 @@ struct ShardConfig {
   Nanos keepalive_max_jitter = protocol::kKeepAliveMaxJitter;  // per client, uniform in [0, max)
   Nanos write_timeout = std::chrono::seconds(2);                // derper's default tcp write timeout
   Nanos mesh_write_timeout = std::chrono::seconds(30);          // privilegedWriteTimeout
+  Nanos switch_wait = std::chrono::seconds(1);  // longest hold of a frame for a dup-key switch
   Nanos peer_gone_interval = std::chrono::seconds(1);           // PeerGone(not here) limiter
   std::uint32_t peer_gone_burst = 3;
   std::size_t max_control_bytes = 64 * 1024;     // a client's unsent PeerGone frames; more are dropped
@@ -97,12 +115,14 @@ struct ShardOutputs {
   std::vector<ClientId> writable;
   std::vector<CloseRequest> closes;
   std::vector<WorkerId> wake;
+  std::vector<ClientId> resume;
   void clear() {
     writable.clear();
     closes.clear();
     wake.clear();
+    resume.clear();
   }
-  bool empty() const { return writable.empty() && closes.empty() && wake.empty(); }
+  bool empty() const { return writable.empty() && closes.empty() && wake.empty() && resume.empty(); }
 };
 
 // For tests, logs and the debug page.
@@ -130,6 +150,15 @@ class RelayShard {
   // --- inputs ----------------------------------------------------------------------------------
   void note_accept() { counters_.accepts.add(); }
   ClientId client_registered(const ClientParams& params, Nanos now);
+  // Duplicate keys (see above): whether the client's next frame may go to frame_received() now.
+  // False: keep the frame, stop reading, and pass it on when out.resume lists the id.
+  bool frame_may_proceed(ClientId id, Nanos now);
+  // Ends a hold early (the io layer cannot buffer more input): the held frame may go to
+  // frame_received() now, without the ordering. Counted as a dup_switch_timeout.
+  void release_held(ClientId id);
+  // True once ServerInfo may be sent: this shard's replica routes the key to `id` and, if the key
+  // has other connections, every shard acknowledged the registration.
+  bool registration_visible(ClientId id) const;
   bool frame_received(ClientId id, const protocol::ClientMessage& msg, Nanos now);
   void client_closed(ClientId id, ConnEnd how);
   void tick(Nanos now);
@@ -179,6 +208,7 @@ class RelayShard {
 
   // Frames from clients.
   void note_activity(ClientId id, Client& c);
+  void request_switch(ClientId id, Client& c, Client::Switch state);
   void handle_send(ClientId id, Client& c, const protocol::SendPacket& m, Nanos now);
   void handle_forward(ClientId id, Client& c, const protocol::ForwardPacket& m, Nanos now);
   void handle_watch(ClientId id, Client& c);
@@ -218,6 +248,9 @@ class RelayShard {
   void handle_message(const MsgView& m);
   void notify_region_gone(const protocol::NodePublic& key);
   void apply_dup_delta(const DupDelta& d);
+  void broadcast_barrier(const ConnRef& conn, std::uint32_t seq);
+  void switch_barrier(const SwitchMsg& m);
+  void switch_ack(const SwitchMsg& m);
   void publish_home_gauges();
 
   ShardConfig cfg_;
@@ -237,6 +270,8 @@ class RelayShard {
   // peerGoneWatchers).
   std::unordered_map<protocol::NodePublic, std::vector<ClientId>> peer_gone_watchers_;
   std::vector<ClientId> watchers_;  // local mesh clients that sent WatchConns (closed ones removed lazily)
+  std::vector<ClientId> held_;      // clients with Switch::kHeld (others removed lazily), for switch_wait
+  std::uint32_t switch_seq_ = 0;    // last barrier number handed out
   int watcher_loop_depth_ = 0;
   std::priority_queue<KeepAliveDue, std::vector<KeepAliveDue>, std::greater<>> keepalives_;
   ShardOutputs out_;

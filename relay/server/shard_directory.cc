@@ -1,6 +1,7 @@
 // RelayShard: the home (authority) side of the peer directory, the replica side, and the
 // messages other workers send us.
 #include <algorithm>
+#include <optional>
 
 #include "relay/server/relay_shard.h"
 
@@ -48,6 +49,16 @@ void RelayShard::handle_message(const MsgView& m) {
       if (m.body_as(u)) apply_update(u);
       return;
     }
+    case MsgType::kSwitchBarrier: {
+      SwitchMsg sm;
+      if (m.body_as(sm)) switch_barrier(sm);
+      return;
+    }
+    case MsgType::kSwitchAck: {
+      SwitchMsg sm;
+      if (m.body_as(sm)) switch_ack(sm);
+      return;
+    }
     case MsgType::kCloseConn: {
       CloseConnMsg cm;
       if (!m.body_as(cm) || cm.conn.worker != cfg_.worker) return;
@@ -82,11 +93,15 @@ void RelayShard::home_message(MsgType type, const MsgView& m) {
   EntryUpdate u;
   DupDelta delta;
   bool changed = false;
+  std::optional<SwitchMsg> barrier;  // follows the update: the key's owner waits for its acks
   switch (type) {
     case MsgType::kRegister: {
       RegisterMsg r;
       if (!m.body_as(r) || home_of(r.key, fabric_.workers()) != cfg_.worker) return;
       changed = home_.add_conn(r.key, r.conn, r.endpoint, r.flags, delta, u);
+      // Other connections for the key: replicas that lag would route to one of them.
+      if (const HomeEntry* h = home_.find(r.key); h != nullptr && h->conns.size() >= 2)
+        barrier = SwitchMsg{r.conn, r.seq};
       break;
     }
     case MsgType::kUnregister: {
@@ -96,9 +111,10 @@ void RelayShard::home_message(MsgType type, const MsgView& m) {
       break;
     }
     case MsgType::kActivity: {
-      ConnKeyMsg r;
+      ActivityMsg r;
       if (!m.body_as(r) || home_of(r.key, fabric_.workers()) != cfg_.worker) return;
       changed = home_.note_activity(r.key, r.conn, u);
+      barrier = SwitchMsg{r.conn, r.seq};  // also when nothing changed: the owner is waiting
       break;
     }
     case MsgType::kForwarderAdd: {
@@ -132,6 +148,42 @@ void RelayShard::home_message(MsgType type, const MsgView& m) {
   apply_dup_delta(delta);
   publish_home_gauges();
   if (changed) broadcast(u);
+  if (barrier) broadcast_barrier(barrier->conn, barrier->seq);
+}
+
+// --- duplicate-key switch barrier (cross_worker.h) -----------------------------------------------
+
+void RelayShard::broadcast_barrier(const ConnRef& conn, std::uint32_t seq) {
+  const SwitchMsg m{conn, seq};
+  for (WorkerId w = 0; w < fabric_.workers(); ++w)
+    if (w != cfg_.worker) outbox_.post_control(w, MsgType::kSwitchBarrier, m);
+  switch_barrier(m);
+}
+
+void RelayShard::switch_barrier(const SwitchMsg& m) {
+  // Everything the home sent before the barrier is applied here: acknowledge to the owner.
+  if (m.conn.worker == cfg_.worker) {
+    switch_ack(m);
+  } else if (m.conn.worker < fabric_.workers()) {
+    outbox_.post_control(m.conn.worker, MsgType::kSwitchAck, m);
+  }
+}
+
+void RelayShard::switch_ack(const SwitchMsg& m) {
+  if (m.conn.worker != cfg_.worker) return;
+  const ClientId id = m.conn.client();
+  Client* c = arena_.get(id);
+  if (c == nullptr || c->switch_seq != m.seq) return;  // gone, or an older switch
+  using S = Client::Switch;
+  if (c->sw != S::kRegistered && c->sw != S::kNoted && c->sw != S::kHeld) return;
+  if (++c->switch_acks < fabric_.workers()) return;
+  // Every shard has applied the change: no replica routes the key by an older state.
+  if (c->sw == S::kHeld) {
+    c->sw = S::kReleased;
+    out_.resume.push_back(id);
+  } else {
+    c->sw = S::kNone;
+  }
 }
 
 void RelayShard::close_conn(const ConnRef& c, CloseReason reason) {

@@ -34,7 +34,9 @@ std::size_t forward_allocs(Node& node, std::size_t src_shard, ClientId src, std:
   ShardOutputs outs[4];
   auto one = [&](std::size_t i) {
     const auto& pkt = i % 5 == 0 ? disco : other;
-    node[src_shard].frame_received(src, protocol::SendPacket{dst_key, pkt}, node.now);
+    // As the io layer does: ask first (a duplicated key's switch may hold the frame).
+    if (node[src_shard].frame_may_proceed(src, node.now))
+      node[src_shard].frame_received(src, protocol::SendPacket{dst_key, pkt}, node.now);
     for (std::size_t s = 0; s < node.shards.size(); ++s) {
       node[s].poll_inbox(64);
       node[s].take_outputs(outs[s]);
@@ -65,6 +67,17 @@ TEST(ServerAllocations, AcrossShardsZeroPerPacket) {
   const ClientId b = node.connect(1, kb);
   EXPECT_EQ(forward_allocs(node, 0, a, 1, b, kb, true, 10000), 0u);
   EXPECT_EQ(node[1].counters().snapshot().packets_sent, 10500u);
+}
+
+TEST(ServerAllocations, DuplicatedKeysActiveWriterZeroPerPacket) {
+  Node node(2);
+  const auto ka = key_homed(1, 1, 2), kb = key_homed(2, 0, 2);
+  node.connect(0, ka);
+  const ClientId a2 = node.connect(1, ka);  // the newest: active
+  const ClientId b = node.connect(0, kb);
+  EXPECT_EQ(forward_allocs(node, 1, a2, 0, b, kb, true, 10000), 0u);
+  EXPECT_EQ(node[0].counters().snapshot().packets_sent, 10500u);
+  EXPECT_EQ(node.totals().dup_switch_holds, 0u);
 }
 
 TEST(ServerAllocations, FullQueueDropsWithoutAllocating) {
