@@ -26,6 +26,10 @@ constexpr std::uint8_t kOpAdmission = 3;
 constexpr std::size_t kMaxHeldWhileAdmitting = 256 * 1024;
 // Longest wait for a registration to show in this worker's replica before ServerInfo goes anyway.
 constexpr io::Nanos kRegistrationWait = std::chrono::milliseconds(500);
+// DERP bytes buffered behind a frame held for a duplicate key's switch (RelayShard). Reading
+// stops at the hold, so only what the kernel had already received arrives; past this the frame
+// is let go without waiting for the switch.
+constexpr std::size_t kMaxHeldWhileSwitching = 1024 * 1024;
 constexpr std::uint16_t kTimerTick = 1;
 constexpr std::uint16_t kTimerReap = 2;
 constexpr io::Nanos kTickInterval = std::chrono::milliseconds(250);
@@ -41,9 +45,19 @@ constexpr std::size_t kMaxHttpBuffered = http::kMaxHeadSize + 1024;
 
 // One accepted TCP connection, from the first HTTP byte to the end of its DERP session.
 struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
-  // kAdmission: waiting for the admission controller. kRegistering: registered, waiting until this
-  // worker's directory replica shows it (the key's home shard has taken it) before ServerInfo.
-  enum class State : std::uint8_t { kHttp, kHandshake, kAdmission, kRegistering, kDerp, kDead };
+  // kAdmission: waiting for the admission controller. kRegistering: registered, waiting until the
+  // directory shows it (RelayShard::registration_visible) before ServerInfo. kSwitching: serving,
+  // but one frame waits until the switch of a duplicated key to this connection shows on every
+  // worker (RelayShard::frame_may_proceed); later bytes wait behind it, reading is paused.
+  enum class State : std::uint8_t { kHttp, kHandshake, kAdmission, kRegistering, kDerp, kSwitching, kDead };
+
+  // The frame a kSwitching connection holds (its payload copied out of the receive buffer).
+  struct HeldFrame {
+    protocol::FrameType type{};
+    std::uint32_t length = 0;
+    bool skipped = false;
+    std::vector<std::byte> payload;
+  };
 
   DerpService* svc = nullptr;
   io::TcpListener* listener = nullptr;
@@ -63,10 +77,14 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   server::ClientId id;
   std::uint32_t serial = 0;       // tells this connection's admission answer from a stale one
   server::ClientParams pending;   // the client waiting for its admission decision
-  std::string held;               // DERP bytes received while waiting for it
+  std::string held;               // DERP bytes received while waiting for it (or for a switch)
+  std::unique_ptr<HeldFrame> held_frame;  // kSwitching only
   io::Nanos registered_at{0};
   // Sends ServerInfo once the registration is visible (or after a bound), then serves.
   bool try_finish_registration(bool force);
+  // kSwitching: hands the held frame to the shard, then the bytes behind it, and reads on.
+  void finish_switch();
+  bool serving() const { return state == State::kDerp || state == State::kSwitching; }
 
   void on_data(io::TcpConnection& c, Bytes data) override;
   void on_peer_closed(io::TcpConnection& c) override;
@@ -78,7 +96,8 @@ struct DerpService::Conn final : io::StreamSink, http::PayloadSink {
   void on_plain(Bytes data);
   void on_http(Bytes data);
   void on_derp(Bytes data);
-  void on_frame(const protocol::Frame& f);
+  // False when the shard refused the frame because the client is closing (reading paused).
+  bool on_frame(const protocol::Frame& f);
   void handshake(const protocol::Frame& f);
   // Sends ServerInfo and registers with the shard (after admission, if any).
   void admit();
@@ -278,31 +297,40 @@ void DerpService::flush_outputs() {
     }
     registering_.resize(keep);
   }
-  shard_.take_outputs(outputs_);
-  for (const auto& cl : outputs_.closes) {
-    if (mesh_ != nullptr && mesh_->owns(cl.id)) {
-      mesh_->close_requested(shard_, cl.id);
-    } else if (Conn* c = conn_for(cl.id)) {
-      c->end(server::ConnEnd::kRequested);
+  // Resumed connections handle their held frames, which produces more output: another round.
+  // Each resume answers one hold, and a hold is acknowledged by other workers, so this ends.
+  for (;;) {
+    shard_.take_outputs(outputs_);
+    for (const auto& cl : outputs_.closes) {
+      if (mesh_ != nullptr && mesh_->owns(cl.id)) {
+        mesh_->close_requested(shard_, cl.id);
+      } else if (Conn* c = conn_for(cl.id)) {
+        c->end(server::ConnEnd::kRequested);
+      }
     }
-  }
-  for (server::ClientId id : outputs_.writable) {
-    if (mesh_ != nullptr && mesh_->owns(id)) {
-      mesh_->pump(shard_, id);
-    } else if (Conn* c = conn_for(id)) {
-      pump(*c);
+    for (server::ClientId id : outputs_.writable) {
+      if (mesh_ != nullptr && mesh_->owns(id)) {
+        mesh_->pump(shard_, id);
+      } else if (Conn* c = conn_for(id)) {
+        pump(*c);
+      }
     }
-  }
-  for (server::WorkerId w : outputs_.wake) {
-    if (w == worker_ || w >= inbox_fds_.size()) continue;
-    std::uint64_t one = 1;
-    ssize_t r = ::write(inbox_fds_[w], &one, sizeof one);
-    (void)r;  // EAGAIN: a wake-up is already pending
+    for (server::WorkerId w : outputs_.wake) {
+      if (w == worker_ || w >= inbox_fds_.size()) continue;
+      std::uint64_t one = 1;
+      ssize_t r = ::write(inbox_fds_[w], &one, sizeof one);
+      (void)r;  // EAGAIN: a wake-up is already pending
+    }
+    if (outputs_.resume.empty()) break;
+    resume_.swap(outputs_.resume);
+    for (server::ClientId id : resume_)
+      if (Conn* c = conn_for(id)) c->finish_switch();
+    resume_.clear();
   }
 }
 
 void DerpService::pump(Conn& c) {
-  if (c.state != Conn::State::kDerp || !c.tcp || !c.tcp->is_open()) return;
+  if (!c.serving() || !c.tcp || !c.tcp->is_open()) return;
   while (shard_.has_output(c.id)) {
     if (!c.tls && !c.ws) {
       // Plain TCP: frames are pulled straight into the connection's send queue.
@@ -392,8 +420,8 @@ void DerpService::Conn::on_plain(Bytes data) {
       end_after_flush();
       return;
     }
-  } else if (state == State::kHandshake || state == State::kDerp) {
-    on_derp(data);
+  } else if (state != State::kDead) {
+    on_derp(data);  // frames, or bytes held behind an admission, registration or switch
   }
   if (!tls) svc->flush_outputs();
 }
@@ -453,8 +481,14 @@ void DerpService::Conn::on_http(Bytes data) {
 }
 
 void DerpService::Conn::on_derp(Bytes data) {
-  if (state == State::kAdmission || state == State::kRegistering) {
-    if (held.size() + data.size() > kMaxHeldWhileAdmitting) {
+  if (state == State::kSwitching && held.size() + data.size() > kMaxHeldWhileSwitching) {
+    // More than the kernel should have had when reading paused: stop waiting for the switch.
+    svc->shard_.release_held(id);
+    finish_switch();
+    if (state == State::kDead || closing) return;
+  }
+  if (state == State::kAdmission || state == State::kRegistering || state == State::kSwitching) {
+    if (state != State::kSwitching && held.size() + data.size() > kMaxHeldWhileAdmitting) {
       end(server::ConnEnd::kProtocolError);
       return;
     }
@@ -474,8 +508,9 @@ void DerpService::Conn::on_derp(Bytes data) {
       return;
     }
     on_frame(f);
-    if (state == State::kAdmission || state == State::kRegistering) {
-      // Frames after ClientInfo wait for the decision (derper blocks the connection meanwhile).
+    if (state == State::kAdmission || state == State::kRegistering || state == State::kSwitching) {
+      // Frames after ClientInfo wait for the decision (derper blocks the connection meanwhile);
+      // frames after a held one wait for the switch.
       held.assign(reinterpret_cast<const char*>(data.data()), data.size());
       if (tcp) tcp->pause_reading();
       return;
@@ -484,19 +519,49 @@ void DerpService::Conn::on_derp(Bytes data) {
   if (state == State::kDerp && reader.idle()) reader.release_memory();
 }
 
-void DerpService::Conn::on_frame(const protocol::Frame& f) {
+bool DerpService::Conn::on_frame(const protocol::Frame& f) {
   if (state == State::kHandshake) {
     handshake(f);
-    return;
+    return true;
   }
   auto msg = protocol::parse_client_message(f);
   if (!msg) {
     svc->counters_.protocol_errors.inc();
     end(server::ConnEnd::kProtocolError);
-    return;
+    return false;
+  }
+  if (!svc->shard_.frame_may_proceed(id, svc->loop_.now())) {
+    // A duplicated key switches to this connection: the frame waits until every worker routes
+    // the key here (out.resume, then finish_switch). Only the payload needs copying.
+    held_frame = std::make_unique<HeldFrame>();
+    held_frame->type = f.type;
+    held_frame->length = f.length;
+    held_frame->skipped = f.skipped;
+    held_frame->payload.assign(f.payload.begin(), f.payload.end());
+    state = State::kSwitching;
+    return true;
   }
   if (!svc->shard_.frame_received(id, *msg, svc->loop_.now())) {
     if (tcp) tcp->pause_reading();
+    return false;
+  }
+  return true;
+}
+
+void DerpService::Conn::finish_switch() {
+  if (state != State::kSwitching) return;
+  state = State::kDerp;
+  std::unique_ptr<HeldFrame> hf = std::move(held_frame);
+  if (hf) {
+    const protocol::Frame f{hf->type, hf->length, Bytes(hf->payload), hf->skipped};
+    if (!on_frame(f)) return;  // closing (or closed)
+  }
+  if (state != State::kDerp) return;
+  if (tcp) tcp->resume_reading();
+  if (!held.empty()) {
+    std::string bytes = std::move(held);
+    held.clear();
+    on_derp(as_bytes(bytes));
   }
 }
 
@@ -536,7 +601,8 @@ void DerpService::Conn::handshake(const protocol::Frame& f) {
 void DerpService::Conn::admit() {
   // derper registers, then sends ServerInfo: a client may be sent to as soon as it has it. Here
   // the directory is replicated per worker, so ServerInfo waits until the key's home shard has
-  // taken the registration and this worker's replica shows it (microseconds; bounded below).
+  // taken the registration and this worker's replica shows it, or, when the key has other
+  // connections, until every worker acknowledged it (microseconds; bounded below).
   id = svc->shard_.client_registered(pending, svc->loop_.now());
   registered = true;
   registered_at = svc->loop_.now();
@@ -548,8 +614,7 @@ void DerpService::Conn::admit() {
 
 bool DerpService::Conn::try_finish_registration(bool force) {
   if (state != State::kRegistering) return true;
-  const server::ConnRef me{svc->worker_, id.slot, id.gen};
-  if (!force && svc->shard_.lookup(pending.key) != me) return false;
+  if (!force && !svc->shard_.registration_visible(id)) return false;
   std::byte info[512];
   auto n = protocol::write_server_info(info, svc->settings_.server_private, pending.key);
   if (!n) {
@@ -623,7 +688,7 @@ void DerpService::Conn::on_drained(io::TcpConnection&) {
   }
   flush_ws();
   flush_tls();
-  if (state == State::kDerp) svc->pump(*this);
+  if (serving()) svc->pump(*this);
 }
 
 void DerpService::Conn::on_peer_closed(io::TcpConnection&) { end(server::ConnEnd::kPeerClosed); }

@@ -124,6 +124,7 @@ class DerpService final : public io::AcceptSink, public io::Handler {
   std::vector<std::uint32_t> free_conns_;
   std::vector<Conn*> by_client_slot_;           // shard ClientId.slot -> connection
   std::vector<std::uint32_t> registering_;      // connections waiting to send ServerInfo
+  std::vector<server::ClientId> resume_;        // flush_outputs(): held frames let go this round
   std::unique_ptr<std::byte[]> scratch_;        // plaintext staging, kScratch bytes
   bool stopping_ = false;
 };
