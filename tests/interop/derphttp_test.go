@@ -403,11 +403,6 @@ func TestDerpHTTPDeliveryRightAfterServerInfo(t *testing.T) {
 	}
 }
 
-// lastWriterRaceBug: with two connections for one key on different workers, a sender on a third
-// worker may still route to the previous writer after the new one's frame was handled (its Pong
-// sent); derper switches the active connection before it handles the frame.
-const lastWriterRaceBug = "duplicate key: the switch to the last writer reaches other workers late"
-
 // Two connections with one key (derper's "last writer is active"): packets go to the connection
 // that most recently sent a frame (the newest at first); when one leaves the other takes over;
 // those it sent to hear PeerGone only when the key's last connection leaves.
@@ -423,9 +418,10 @@ func TestDerpHTTPDuplicateKeys(t *testing.T) {
 			x2, _, x2St := dialClientKey(t, s, "x2", priv)
 			x2St.waitServerInfo(t)
 			isPkt := func(m derp.ReceivedMessage) bool { _, ok := m.(derp.ReceivedPacket); return ok }
-			// expect: a's packet reaches st and not other. bug, if set, names the known derpd race
-			// that may send it to the other connection instead.
-			expect := func(st, other *msgStream, msg, bug string) {
+			// expect: a's packet reaches st and not other. As with derper, the switch to a new
+			// last writer is complete before its frame has any effect (derpd: before the Pong), on
+			// every worker, and so is a newcomer's registration once it has ServerInfo.
+			expect := func(st, other *msgStream, msg string) {
 				t.Helper()
 				if err := a.Send(dupKey, []byte(msg)); err != nil {
 					t.Fatal(err)
@@ -442,20 +438,16 @@ func TestDerpHTTPDuplicateKeys(t *testing.T) {
 						return
 					}
 					if m, err := other.nextMatch(50*time.Millisecond, isPkt); err == nil {
-						err := fmt.Errorf("%q went to %s, not %s", m.(derp.ReceivedPacket).Data, other.name, st.name)
-						if bug == "" {
-							t.Fatal(err)
-						}
-						knownDerpdBug(t, k.name, bug, err)
+						t.Fatalf("%q went to %s, not %s", m.(derp.ReceivedPacket).Data, other.name, st.name)
 					}
 				}
 				t.Fatalf("%q reached neither connection", msg)
 			}
-			expect(x2St, x1St, "to the newest", "")
+			expect(x2St, x1St, "to the newest")
 			if err := pingPong(x1, x1St, [8]byte{'x', '1'}, 10*time.Second); err != nil { // x1 writes: now active
 				t.Fatal(err)
 			}
-			expect(x1St, x2St, "to the last writer", lastWriterRaceBug)
+			expect(x1St, x2St, "to the last writer")
 			// a hears from the key, so it is told when the key (its last connection) leaves.
 			if err := x1.Send(aKey, []byte("from the dup key")); err != nil {
 				t.Fatal(err)
@@ -466,7 +458,7 @@ func TestDerpHTTPDuplicateKeys(t *testing.T) {
 			if err := pingPong(x2, x2St, [8]byte{'x', '2'}, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			expect(x2St, x1St, "to the last writer again", lastWriterRaceBug)
+			expect(x2St, x1St, "to the last writer again")
 			x2.Close()
 			// The server notices the close asynchronously: send until the remaining one gets a packet.
 			deadline := time.Now().Add(10 * time.Second)
