@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <limits>
 #include <random>
-#include <unordered_set>
+#include <unordered_map>
 #include <stdexcept>
 #include <variant>
 
@@ -466,7 +466,14 @@ void MeshLinks::run(Link& link) {
     const auto started = Clock::now();
 
     // --- the session ---
-    std::unordered_set<protocol::NodePublic> present;  // what the peer reports connected there now
+    // What the peer reports connected there now, and whether each is a client (not a mesh node's
+    // link, ours included) for the clients gauge.
+    std::unordered_map<protocol::NodePublic, bool> present;
+    std::int64_t clients = 0;
+    auto set_clients = [&](std::int64_t n) {
+      ctr.peers.fetch_add(n - clients, std::memory_order_relaxed);
+      clients = n;
+    };
     protocol::FrameReader reader(protocol::server_limits());
     server::ConnEnd how = server::ConnEnd::kShutdown;
     auto last_rx = Clock::now();
@@ -530,12 +537,19 @@ void MeshLinks::run(Link& link) {
         last_rx = Clock::now();
         if (auto* pp = std::get_if<derpclient::PeerPresent>(&*m)) {
           ctr.present.inc();
-          if (present.insert(pp->peer).second) ctr.peers.fetch_add(1, std::memory_order_relaxed);
+          const bool client = (pp->flags & protocol::kPeerPresentIsMeshPeer) == 0 && pp->peer != own_key_;
+          auto [it, added] = present.try_emplace(pp->peer, false);
+          const bool was = it->second;
+          it->second = client;
+          if (client != was) set_clients(clients + (client ? 1 : -1));
           if (!post(LinkEvent{LinkEventType::kPresent, server::ConnEnd::kPeerClosed, gen, pp->peer})) break;
           posted = true;
         } else if (auto* pg = std::get_if<derpclient::PeerGone>(&*m)) {
           ctr.gone.inc();
-          if (present.erase(pg->peer) != 0) ctr.peers.fetch_sub(1, std::memory_order_relaxed);
+          if (auto it = present.find(pg->peer); it != present.end()) {
+            if (it->second) set_clients(clients - 1);
+            present.erase(it);
+          }
           if (!post(LinkEvent{LinkEventType::kGone, server::ConnEnd::kPeerClosed, gen, pg->peer})) break;
           posted = true;
         } else if (auto* h = std::get_if<derpclient::Health>(&*m)) {
@@ -563,7 +577,7 @@ void MeshLinks::run(Link& link) {
     }
 
     ctr.connected.store(false, std::memory_order_release);
-    ctr.peers.fetch_sub(static_cast<std::int64_t>(present.size()), std::memory_order_relaxed);
+    set_clients(0);
     ctr.disconnects.inc();
     c.close();
     // The worker unregisters the link (every key it reached goes with it). When stopping, one try:

@@ -128,7 +128,7 @@ struct LinkCounters {
   RelaxedCounter bytes_discarded;   // pulled for a connection that had broken meanwhile
   RelaxedCounter bad_frames;        // the frame stream from the shard did not parse (never expected)
   RelaxedCounter wakeups;           // times the connected link thread woke from its wait
-  std::atomic<std::int64_t> peers{0};  // distinct keys the peer reports present now (this connection)
+  std::atomic<std::int64_t> peers{0};  // clients the peer reports present now (mesh links not counted)
   std::atomic<bool> connected{false};
   std::atomic<bool> self{false};    // the peer turned out to be this node: the link stopped
 };

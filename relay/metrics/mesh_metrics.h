@@ -8,8 +8,10 @@
 //                                                  reconnect: reconnects = connects - 1)
 //   derpd_mesh_link_connect_failures_total{peer}   dial / TLS / login attempts that failed
 //   derpd_mesh_link_disconnects_total{peer}        established connections that broke
-//   derpd_mesh_link_clients{peer}                  keys the peer reports connected to it now
-//                                                  (WatchConns: PeerPresent minus PeerGone)
+//   derpd_mesh_link_clients{peer}                  clients the peer reports connected to it now
+//                                                  (WatchConns: PeerPresent minus PeerGone; other
+//                                                  nodes' mesh links, this one's included, are not
+//                                                  clients)
 //   derpd_mesh_link_presence_events_total{peer,event}  PeerPresent (event="present") and
 //                                                  PeerGone (event="gone") frames received
 //   derpd_mesh_link_forwarded_packets_total{peer}  packets written to the peer (ForwardPacket)

@@ -426,10 +426,9 @@ class PeerConn {
     }
     return true;
   }
-  bool peer_present(const NodePublic& k) {
+  bool peer_present(const NodePublic& k, std::uint8_t flags = protocol::kPeerPresentIsRegular) {
     std::array<std::byte, protocol::frame_size(protocol::kPeerPresentLen)> f{};
-    const std::size_t n = protocol::write_peer_present(f, k, Endpoint{*IpAddr::parse("192.0.2.1"), 41641},
-                                                       protocol::kPeerPresentIsRegular);
+    const std::size_t n = protocol::write_peer_present(f, k, Endpoint{*IpAddr::parse("192.0.2.1"), 41641}, flags);
     return write(Bytes(f.data(), n));
   }
   bool peer_gone(const NodePublic& k) {
@@ -750,6 +749,15 @@ TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
   ASSERT_TRUE(c->peer_gone(kb));
   ASSERT_TRUE(w.run_until([&] { return links.counters(0).gone.get() == 1; }));
   EXPECT_EQ(links.counters(0).peers.load(), 1);
+  // Mesh links connected to the peer (this node's own, another node's) are not its clients.
+  const NodePublic other_node = key_homed(4, 0, 1);
+  ASSERT_TRUE(c->peer_present(me.public_key()));
+  ASSERT_TRUE(c->peer_present(other_node, protocol::kPeerPresentIsMeshPeer));
+  ASSERT_TRUE(w.run_until([&] { return links.counters(0).present.get() == 5; }));
+  EXPECT_EQ(links.counters(0).peers.load(), 1);
+  ASSERT_TRUE(c->peer_gone(other_node));
+  ASSERT_TRUE(w.run_until([&] { return links.counters(0).gone.get() == 2; }));
+  EXPECT_EQ(links.counters(0).peers.load(), 1);
   std::vector<metrics::MeshLinkTotals> report;
   links.report(report);
   ASSERT_EQ(report.size(), 1u);
@@ -758,8 +766,8 @@ TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
   EXPECT_FALSE(report[0].self);
   EXPECT_EQ(report[0].connects, 1u);
   EXPECT_EQ(report[0].clients, 1);
-  EXPECT_EQ(report[0].present_events, 3u);
-  EXPECT_EQ(report[0].gone_events, 1u);
+  EXPECT_EQ(report[0].present_events, 5u);
+  EXPECT_EQ(report[0].gone_events, 2u);
   EXPECT_EQ(report[0].forwarded_packets, 1u);
   EXPECT_EQ(report[0].forwarded_bytes, pkt.size());
 
