@@ -5,7 +5,9 @@ package interop
 // region of derpd and Tailscale's derper meshed both ways, with Tailscale's derphttp client on
 // each node: packets cross nodes in both directions, and a client that leaves its node is reported
 // gone (PeerGone, disconnected) to the clients on the other node that heard from it, as derper does;
-// a node that restarts is redialed and packets flow again.
+// a node that restarts is redialed and packets flow again. A region whose nodes are known by DNS
+// names and reached through derper's "host/dialhost" mesh entries: the links connect to the dial
+// address but speak TLS to the name (SNI and certificate), which both servers insist on.
 
 import (
 	"bytes"
@@ -29,6 +31,7 @@ import (
 // -mesh-with can name every other node's address.
 type meshNodePlan struct {
 	kind string // "derpd" or "derper"
+	name string // dial-host regions only: the node's DNS name (-hostname, its certificate's only name)
 	port int
 	dir  string
 	crt  string // TLS only: this node's self-signed certificate
@@ -36,22 +39,48 @@ type meshNodePlan struct {
 
 func (p *meshNodePlan) addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }
 
+// regionOpts: how the nodes of a test region know each other.
+type regionOpts struct {
+	tls bool
+	// Nodes are named derpN.mesh.test (never resolved: nothing may look these names up), with a
+	// certificate for the name only, and mesh with "derpN.mesh.test:PORT/127.0.0.1". Implies tls.
+	dialHost bool
+}
+
 // startMeshRegion starts one node per kind, all with the same mesh key and the same -mesh-with
 // list (which names every node, this one included, as derper allows). With TLS, each node gets its
 // own certificate for 127.0.0.1 and every process trusts all of them through SSL_CERT_FILE (Go's
 // and OpenSSL's default trust store override), as a real region trusts its public certificates.
 func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*meshNode {
 	t.Helper()
+	return startRegion(t, regionOpts{tls: useTLS}, kinds...)
+}
+
+func startRegion(t *testing.T, o regionOpts, kinds ...string) []*meshNode {
+	t.Helper()
+	useTLS := o.tls || o.dialHost
 	plans := make([]*meshNodePlan, len(kinds))
 	var meshWith []string
 	for i, k := range kinds {
 		plans[i] = &meshNodePlan{kind: k, port: freePort(t), dir: t.TempDir()}
-		meshWith = append(meshWith, plans[i].addr())
+		entry := plans[i].addr()
+		if o.dialHost {
+			plans[i].name = fmt.Sprintf("derp%d.mesh.test", i)
+			entry = fmt.Sprintf("%s:%d/127.0.0.1", plans[i].name, plans[i].port)
+		}
+		meshWith = append(meshWith, entry)
 	}
 	if useTLS {
 		var bundle []byte
 		for i, p := range plans {
-			crt, err := writeNodeCert(filepath.Join(p.dir, "certs"), "127.0.0.1", fmt.Sprintf("mesh test node %d", i))
+			var crt string
+			var err error
+			if p.name != "" {
+				crt, err = writeCert(filepath.Join(p.dir, "certs"), certSpec{file: p.name,
+					cn: fmt.Sprintf("mesh test node %d", i), dnsNames: []string{p.name}, ca: true})
+			} else {
+				crt, err = writeNodeCert(filepath.Join(p.dir, "certs"), "127.0.0.1", fmt.Sprintf("mesh test node %d", i))
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,8 +108,12 @@ func startMeshRegion(t *testing.T, useTLS bool, kinds ...string) []*meshNode {
 			"-mesh-psk-file", meshKeyFile, "-mesh-with", strings.Join(meshWith, ",")}
 		s := &derpServer{Name: p.kind, URL: fmt.Sprintf("http://%s/derp", p.addr())}
 		if useTLS {
-			args = append(args, "-certmode", "manual", "-hostname", "127.0.0.1", "-certdir", filepath.Dir(p.crt))
-			s.URL = fmt.Sprintf("https://%s/derp", p.addr())
+			hostname, host := "127.0.0.1", p.addr()
+			if p.name != "" {
+				hostname, host = p.name, fmt.Sprintf("%s:%d", p.name, p.port)
+			}
+			args = append(args, "-certmode", "manual", "-hostname", hostname, "-certdir", filepath.Dir(p.crt))
+			s.URL = fmt.Sprintf("https://%s/derp", host)
 			s.CertFile = p.crt
 		}
 		var bin string
@@ -150,7 +183,8 @@ func writeNodeCert(dir, ip, cn string) (string, error) {
 	return writeCert(dir, certSpec{file: ip, cn: cn, ips: []net.IP{net.ParseIP(ip)}, ca: true})
 }
 
-// meshPeer is Tailscale's derphttp client on one node, its messages read into a channel.
+// meshPeer is Tailscale's derphttp client on one node, its messages read into a channel. It always
+// connects to the node's loopback address, whatever host its URL names (derper's mesh dialer).
 type meshPeer struct {
 	name string
 	c    *derphttp.Client
@@ -158,14 +192,19 @@ type meshPeer struct {
 	msgs chan derp.ReceivedMessage
 }
 
-func dialMeshPeer(t *testing.T, name string, s *derpServer) *meshPeer {
+func dialMeshPeer(t *testing.T, name string, n *meshNode) *meshPeer {
 	t.Helper()
+	s := n.derpServer
 	priv := key.NewNode()
 	c, err := derphttp.NewClient(priv, s.URL, t.Logf, netmon.NewStatic())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.TLSConfig = s.TLSConfig(t)
+	var d net.Dialer
+	c.SetURLDialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, n.addr)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := c.Connect(ctx); err != nil {
@@ -273,14 +312,14 @@ func leaveAndExpectGone(t *testing.T, leaver, watcher *meshPeer) {
 // second pair the other way round (c on node 1 hears that d on node 0 left).
 func exerciseMesh(t *testing.T, nodes []*meshNode) {
 	t.Helper()
-	a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0].derpServer)
-	b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1].derpServer)
+	a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0])
+	b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1])
 	sendAcross(t, a, b, "a-to-b", 30*time.Second)
 	sendAcross(t, b, a, "b-to-a", 10*time.Second)
 	leaveAndExpectGone(t, b, a)
 
-	c := dialMeshPeer(t, "c@"+nodes[1].Name, nodes[1].derpServer)
-	d := dialMeshPeer(t, "d@"+nodes[0].Name, nodes[0].derpServer)
+	c := dialMeshPeer(t, "c@"+nodes[1].Name, nodes[1])
+	d := dialMeshPeer(t, "d@"+nodes[0].Name, nodes[0])
 	sendAcross(t, c, d, "c-to-d", 10*time.Second)
 	sendAcross(t, d, c, "d-to-c", 10*time.Second)
 	leaveAndExpectGone(t, d, c)
@@ -308,6 +347,17 @@ func TestMeshMixedRegion(t *testing.T) {
 	})
 }
 
+// host/dialhost entries: each node dials 127.0.0.1 but must send the peer's name as SNI (both servers
+// refuse a ClientHello without it when -hostname is a DNS name) and check the certificate for it
+// (the certificates carry only the name). derper does this itself; derpd must do the same.
+func TestMeshDialHost(t *testing.T) {
+	for _, kinds := range [][]string{{"derpd", "derpd"}, {"derpd", "derper"}} {
+		t.Run(kinds[0]+"-"+kinds[1], func(t *testing.T) {
+			exerciseMesh(t, startRegion(t, regionOpts{dialHost: true}, kinds...))
+		})
+	}
+}
+
 // A node that goes away takes its clients out of the region (the other node's clients that heard
 // from them get PeerGone), and once it is back the other node's link redials it. Both directions:
 // derpd's link redials a restarted derper, and derper's link redials a restarted derpd.
@@ -315,8 +365,8 @@ func TestMeshNodeRestart(t *testing.T) {
 	for _, kinds := range [][]string{{"derpd", "derpd"}, {"derper", "derpd"}, {"derpd", "derper"}} {
 		t.Run(kinds[0]+"-sees-"+kinds[1]+"-restart", func(t *testing.T) {
 			nodes := startMeshRegion(t, true, kinds...)
-			a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0].derpServer)
-			b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1].derpServer)
+			a := dialMeshPeer(t, "a@"+nodes[0].Name, nodes[0])
+			b := dialMeshPeer(t, "b@"+nodes[1].Name, nodes[1])
 			sendAcross(t, a, b, "before", 30*time.Second)
 			sendAcross(t, b, a, "reply", 10*time.Second)
 
@@ -333,7 +383,7 @@ func TestMeshNodeRestart(t *testing.T) {
 			if reason != derp.PeerGoneReasonDisconnected {
 				t.Fatalf("PeerGone reason %d, want disconnected", reason)
 			}
-			b2 := dialMeshPeer(t, "b2@"+nodes[1].Name, nodes[1].derpServer)
+			b2 := dialMeshPeer(t, "b2@"+nodes[1].Name, nodes[1])
 			// derper redials after 5 s; derpd's backoff is shorter.
 			sendAcross(t, a, b2, "after", 30*time.Second)
 			sendAcross(t, b2, a, "after-reply", 10*time.Second)
