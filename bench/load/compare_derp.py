@@ -418,6 +418,12 @@ def run_capacity(args, workdir):
             "server_rss_kib": [rss0, rss1],
             "rss_per_conn_bytes": (rss1 - rss0) * 1024 / holding if holding else None,
             "server_alive": s.proc.poll() is None,
+            # Per load process: connections that failed the check, and the packets it gave up on.
+            "verify_failures": [{"failed": o.get("verify", {}).get("connections_checked", 0)
+                                 - o.get("verify", {}).get("connections_ok", 0),
+                                 "first_failed": o.get("verify", {}).get("first_failed", [])[:5],
+                                 "timeouts": o.get("counters", {}).get("timeouts"),
+                                 "error": o.get("error")} for o in outs],
         })
         print(f"  held {holding} of {want} in {res['connect_seconds']:.1f} s ({nproc} load processes), "
               f"failed {failed}; verified {res['verified']}/{res['checked']}; derpd RSS {rss0} -> {rss1} KiB = "
