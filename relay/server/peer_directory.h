@@ -12,7 +12,10 @@
 // no locks, no cross-thread reads. Because one home sends all of a key's updates through FIFO
 // rings, every replica sees them in the same order and converges on the same state; a packet
 // routed by a replica that is momentarily behind lands on a stale ConnRef, which the owning
-// worker detects by generation and counts as an unknown_dest drop.
+// worker detects by generation and counts as an unknown_dest drop. On a duplicated key a replica
+// that is behind would route to a live connection that is no longer the active one; there the
+// home follows the update with a barrier that every shard acknowledges before the new active
+// connection is served (cross_worker.h, relay_shard.h).
 //
 // Owned by the shard's worker thread.
 #pragma once
