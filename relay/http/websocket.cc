@@ -10,8 +10,6 @@ namespace derpd::http {
 
 namespace {
 
-// Smallest output allocation: a pong or a Close fits many times.
-constexpr std::size_t kMinOutputCapacity = 256;
 // Largest frame header this side writes: 2 bytes, 8 of extended length (servers do not mask).
 constexpr std::size_t kMaxOutHeader = 10;
 // Close 1002 (protocol error), for the framing errors libwslay answers with a Close carrying no
@@ -66,7 +64,7 @@ struct WslayAccess {
   static ssize_t send(wslay_event_context_ptr ctx, const std::uint8_t* data, std::size_t len, int /*flags*/,
                       void* user_data) {
     WebSocketServer& s = self(user_data);
-    if (!s.out_.append(data, len)) {
+    if (!s.out_.append(Bytes(reinterpret_cast<const std::byte*>(data), len))) {
       wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
       return -1;
     }
@@ -126,43 +124,6 @@ struct WslayAccess {
     s.frame_len_ = 0;
   }
 };
-
-// --- ByteQueue ---------------------------------------------------------------------------------
-
-bool WebSocketServer::ByteQueue::reserve(std::size_t total) {
-  if (cap_ - begin_ >= total) return true;
-  const std::size_t sz = size();
-  if (total <= cap_) {
-    std::memmove(data_.get(), data_.get() + begin_, sz);
-  } else {
-    const std::size_t cap = std::max({total, cap_ * 2, kMinOutputCapacity});
-    std::unique_ptr<std::byte[]> p(new (std::nothrow) std::byte[cap]);
-    if (!p) return false;
-    if (sz > 0) std::memcpy(p.get(), data_.get() + begin_, sz);
-    data_ = std::move(p);
-    cap_ = cap;
-  }
-  begin_ = 0;
-  end_ = sz;
-  return true;
-}
-
-bool WebSocketServer::ByteQueue::append(const void* p, std::size_t n) {
-  if (n == 0) return true;
-  if (cap_ - end_ < n && !reserve(size() + n)) return false;
-  std::memcpy(data_.get() + end_, p, n);
-  end_ += n;
-  return true;
-}
-
-void WebSocketServer::ByteQueue::consume(std::size_t n) {
-  n = std::min(n, size());
-  begin_ += n;
-  if (begin_ == end_) {
-    data_.reset();
-    begin_ = end_ = cap_ = 0;
-  }
-}
 
 // --- WebSocketServer ---------------------------------------------------------------------------
 
@@ -242,7 +203,7 @@ Status<WsError> WebSocketServer::feed(Bytes data, PayloadSink& sink) {
     // without a status; send 1002 instead.
     wslay_event_shutdown_write(ctx_);
     if (!close_sent()) {
-      if (!out_.append(kCloseProtocolError, sizeof kCloseProtocolError)) return fail(WsError::kInternal);
+      if (!out_.append(Bytes(kCloseProtocolError))) return fail(WsError::kInternal);
       sent_close_code_ = static_cast<std::uint16_t>(WsCloseCode::kProtocolError);
     }
     return fail(WsError::kProtocol);
@@ -301,12 +262,7 @@ Result<std::size_t, WsError> WebSocketServer::write(Bytes data) {
 
 void WebSocketServer::consume_output(std::size_t n) { out_.consume(n); }
 
-std::size_t WebSocketServer::take_output(MutBytes out) {
-  const std::size_t n = std::min(out.size(), out_.size());
-  if (n > 0) std::memcpy(out.data(), out_.view().data(), n);
-  out_.consume(n);
-  return n;
-}
+std::size_t WebSocketServer::take_output(MutBytes out) { return out_.read(out); }
 
 Status<WsError> WebSocketServer::close(WsCloseCode code, std::string_view reason) {
   if (state_ == WsState::kFailed) return Err{error_};

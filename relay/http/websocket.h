@@ -62,6 +62,7 @@
 #include <memory>
 #include <string_view>
 
+#include "relay/base/byte_queue.h"
 #include "relay/base/bytes.h"
 #include "relay/base/result.h"
 
@@ -188,23 +189,6 @@ class WebSocketServer {
   std::size_t output_capacity() const { return out_.capacity(); }
 
  private:
-  // A byte FIFO whose storage is freed when it drains, so an idle connection holds none.
-  class ByteQueue {
-   public:
-    std::size_t size() const { return end_ - begin_; }
-    std::size_t capacity() const { return cap_; }
-    Bytes view() const { return {data_.get() + begin_, size()}; }
-    bool reserve(std::size_t total);            // room for `total` queued bytes; false if no memory
-    bool append(const void* p, std::size_t n);  // false if memory ran out
-    void consume(std::size_t n);
-
-   private:
-    std::unique_ptr<std::byte[]> data_;
-    std::size_t begin_ = 0;
-    std::size_t end_ = 0;
-    std::size_t cap_ = 0;
-  };
-
   bool ensure_context();
   bool flush();  // runs libwslay's sender into out_; false if memory ran out
   void note_close_sent();

@@ -32,46 +32,6 @@ std::string_view to_string(TlsError e) {
   return "unknown";
 }
 
-// --- ByteQueue --------------------------------------------------------------------------------
-
-bool TlsConnection::ByteQueue::append(const void* p, std::size_t n) {
-  if (n == 0) return true;
-  if (cap_ - end_ < n) {
-    std::size_t used = size();
-    if (cap_ - used >= n && begin_ > 0) {
-      std::memmove(data_.get(), data_.get() + begin_, used);
-    } else {
-      // Grow geometrically, starting small: a handshake flight or one record is the usual size.
-      std::size_t want = std::max({used + n, cap_ * 2, std::size_t{2048}});
-      std::unique_ptr<std::byte[]> bigger(new (std::nothrow) std::byte[want]);
-      if (!bigger) return false;
-      if (used > 0) std::memcpy(bigger.get(), data_.get() + begin_, used);
-      data_ = std::move(bigger);
-      cap_ = want;
-    }
-    begin_ = 0;
-    end_ = used;
-  }
-  std::memcpy(data_.get() + end_, p, n);
-  end_ += n;
-  return true;
-}
-
-std::size_t TlsConnection::ByteQueue::read(void* p, std::size_t n) {
-  n = std::min(n, size());
-  if (n > 0) std::memcpy(p, data_.get() + begin_, n);
-  consume(n);
-  return n;
-}
-
-void TlsConnection::ByteQueue::consume(std::size_t n) {
-  begin_ += std::min(n, size());
-  if (begin_ == end_) {
-    data_.reset();
-    begin_ = end_ = cap_ = 0;
-  }
-}
-
 // --- the BIO: OpenSSL reads in_ and writes out_, never blocks on writing ----------------------
 
 struct BioAccess {
@@ -79,14 +39,15 @@ struct BioAccess {
 
   static int write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
     BIO_clear_retry_flags(b);
-    if (!conn(b)->out_.append(data, len)) return 0;  // no retry flag: a hard error
+    // No retry flag on failure: a hard error.
+    if (!conn(b)->out_.append(Bytes(reinterpret_cast<const std::byte*>(data), len))) return 0;
     *written = len;
     return 1;
   }
 
   static int read(BIO* b, char* data, std::size_t len, std::size_t* got) {
     BIO_clear_retry_flags(b);
-    std::size_t n = conn(b)->in_.read(data, len);
+    std::size_t n = conn(b)->in_.read(MutBytes(reinterpret_cast<std::byte*>(data), len));
     if (n == 0) {
       BIO_set_retry_read(b);  // nothing yet: the caller feeds more later
       return 0;
@@ -159,7 +120,7 @@ Result<std::unique_ptr<TlsConnection>, TlsError> TlsConnection::accept(const Tls
 
 void TlsConnection::feed_ciphertext(Bytes data) {
   if (state_ == TlsState::kFailed || peer_closed()) return;  // nothing after close_notify counts
-  if (!in_.append(data.data(), data.size())) fail(TlsError::kInternal, 0);
+  if (!in_.append(data)) fail(TlsError::kInternal, 0);
 }
 
 void TlsConnection::note_progress() {
@@ -260,7 +221,7 @@ Result<std::size_t, TlsError> TlsConnection::write_plaintext(Bytes data) {
 
 void TlsConnection::consume_ciphertext(std::size_t n) { out_.consume(n); }
 
-std::size_t TlsConnection::take_ciphertext(MutBytes out) { return out_.read(out.data(), out.size()); }
+std::size_t TlsConnection::take_ciphertext(MutBytes out) { return out_.read(out); }
 
 Status<TlsError> TlsConnection::shutdown() {
   if (state_ == TlsState::kFailed) return Err(error_);

@@ -48,6 +48,7 @@
 #include <string>
 #include <string_view>
 
+#include "relay/base/byte_queue.h"
 #include "relay/base/bytes.h"
 #include "relay/base/result.h"
 #include "relay/tls/tls_context.h"
@@ -155,23 +156,6 @@ class TlsConnection {
   std::size_t buffer_bytes() const { return in_.capacity() + out_.capacity(); }
 
  private:
-  // A byte FIFO whose storage is freed when it drains, so an idle connection holds none.
-  class ByteQueue {
-   public:
-    std::size_t size() const { return end_ - begin_; }
-    std::size_t capacity() const { return cap_; }
-    Bytes view() const { return {data_.get() + begin_, size()}; }
-    bool append(const void* p, std::size_t n);  // false if memory ran out
-    std::size_t read(void* p, std::size_t n);   // copies and consumes up to n
-    void consume(std::size_t n);
-
-   private:
-    std::unique_ptr<std::byte[]> data_;
-    std::size_t begin_ = 0;
-    std::size_t end_ = 0;
-    std::size_t cap_ = 0;
-  };
-
   enum class Outcome : std::uint8_t { kWouldBlock, kPeerClosed, kFailed };
 
   TlsConnection(std::shared_ptr<const ServerContext> ctx, const TlsConnectionOptions& opts);
