@@ -2,8 +2,11 @@
 // DERP meta cert and the SNI rule) and its hot reload.
 //
 // Settings, after Tailscale's derper:
-//   - TLS 1.2 and 1.3 only (derper sets MinVersion TLS 1.2). TLS 1.3 uses OpenSSL's default
-//     suites; TLS 1.2 only ECDHE with AES-GCM or ChaCha20-Poly1305. Groups X25519, P-256, P-384.
+//   - TLS 1.2 and 1.3 only (derper sets MinVersion TLS 1.2). TLS 1.2 only ECDHE with AES-GCM
+//     or ChaCha20-Poly1305. Groups X25519, P-256, P-384.
+//   - The server's cipher order decides, AES-128-GCM first (cheapest per byte with AES-NI), then
+//     AES-256-GCM, then ChaCha20-Poly1305; a client that lists ChaCha20-Poly1305 first (one
+//     without AES hardware) gets it. That is Go's server rule, so clients get what derper gives.
 //   - ALPN: derper's Go server offers "http/1.1" then "h2"; derpd speaks HTTP/1.1 only, so it
 //     selects "http/1.1" when the client offers it and otherwise answers without ALPN (HTTP/1.1
 //     is then implied). Tailscale's DERP client sends no ALPN at all.

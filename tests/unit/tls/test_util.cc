@@ -187,6 +187,8 @@ Client::Client(const ClientOptions& opts) {
   if (opts.max_version != 0) check(SSL_CTX_set_max_proto_version(ctx_.get(), opts.max_version) == 1, "max version");
   if (!opts.tls12_ciphers.empty())
     check(SSL_CTX_set_cipher_list(ctx_.get(), opts.tls12_ciphers.c_str()) == 1, "cipher list");
+  if (!opts.tls13_suites.empty())
+    check(SSL_CTX_set_ciphersuites(ctx_.get(), opts.tls13_suites.c_str()) == 1, "TLS 1.3 suites");
   SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
   ssl_.reset(SSL_new(ctx_.get()));
   check(ssl_ != nullptr, "SSL_new(client)");

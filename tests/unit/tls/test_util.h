@@ -87,6 +87,7 @@ struct ClientOptions {
   int max_version = 0;
   std::string alpn_wire;      // ALPN list in wire format ("\x08http/1.1"), "" = none
   std::string tls12_ciphers;  // "" = default
+  std::string tls13_suites;   // TLS 1.3 suites in the client's order, "" = default
   SSL_SESSION* session = nullptr;  // to resume
   int security_level = -1;    // -1 = default
 };

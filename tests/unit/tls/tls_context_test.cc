@@ -307,6 +307,43 @@ TEST(TlsContextPolicy, VersionsAndCiphers) {
   }
 }
 
+TEST(TlsContextPolicy, ServerCipherOrderWithChaChaForClientsThatPreferIt) {
+  // As Go's server: AES-128-GCM over AES-256-GCM whatever the client's order, unless the client
+  // lists ChaCha20-Poly1305 first (it has no AES hardware); then ChaCha20-Poly1305.
+  auto dev = generate_self_signed("127.0.0.1", std::time(nullptr));
+  ASSERT_TRUE(dev.ok());
+  auto ctx = TlsContext::from_pem(testing::settings_for("127.0.0.1"), dev->cert_pem, dev->key_pem);
+  ASSERT_TRUE(ctx.ok());
+  struct Case {
+    int max;
+    const char* tls13;
+    const char* tls12;
+    const char* chosen;
+  };
+  const Case cases[] = {
+      {0, "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "", "TLS_AES_128_GCM_SHA256"},
+      {0, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256", "", "TLS_AES_128_GCM_SHA256"},
+      {0, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "",
+       "TLS_CHACHA20_POLY1305_SHA256"},
+      {0, "TLS_AES_256_GCM_SHA384", "", "TLS_AES_256_GCM_SHA384"},
+      {TLS1_2_VERSION, "", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+       "ECDHE-ECDSA-AES128-GCM-SHA256"},
+      {TLS1_2_VERSION, "", "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+       "ECDHE-ECDSA-CHACHA20-POLY1305"},
+  };
+  for (const Case& c : cases) {
+    ClientOptions o;
+    o.max_version = c.max;
+    o.tls13_suites = c.tls13;
+    o.tls12_ciphers = c.tls12;
+    Client client(o);
+    auto conn = connect(**ctx, client);
+    ASSERT_TRUE(conn->handshake_done()) << c.tls13 << c.tls12 << ": " << conn->error_reason();
+    EXPECT_EQ(conn->cipher(), c.chosen) << c.tls13 << c.tls12;
+    EXPECT_EQ(std::string_view(SSL_get_cipher_name(client.ssl())), c.chosen);
+  }
+}
+
 // --- reload -------------------------------------------------------------------------------------
 
 TEST(TlsContextReload, NewConnectionsOnlyAndSurvivesABrokenReload) {
