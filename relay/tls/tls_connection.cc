@@ -32,22 +32,53 @@ std::string_view to_string(TlsError e) {
   return "unknown";
 }
 
+namespace {
+
+// SSL_get_error() reads this thread's error queue, so it must hold nothing stale before an SSL
+// call. It nearly always is empty (failures are cleared where they are classified), and looking
+// is cheaper than clearing all of its slots.
+inline void clear_stale_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
+}  // namespace
+
 // --- the BIO: OpenSSL reads in_ and writes out_, never blocks on writing ----------------------
 
 struct BioAccess {
   static TlsConnection* conn(BIO* b) { return static_cast<TlsConnection*>(BIO_get_data(b)); }
 
+  // OpenSSL hands over one whole record (or handshake flight) per call.
   static int write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
     BIO_clear_retry_flags(b);
-    // No retry flag on failure: a hard error.
-    if (!conn(b)->out_.append(Bytes(reinterpret_cast<const std::byte*>(data), len))) return 0;
+    TlsConnection* c = conn(b);
+    const Bytes record(reinterpret_cast<const std::byte*>(data), len);
+    CiphertextSink* sink = c->loan_ != nullptr ? c->loan_->sink : nullptr;
+    if (sink != nullptr && c->out_.empty()) {
+      // Straight into the sink; only when nothing is queued here, so the byte order holds.
+      MutBytes span = sink->reserve(len);
+      if (span.size() == len) {
+        std::memcpy(span.data(), data, len);
+        sink->commit(len);
+        *written = len;
+        return 1;
+      }
+    }
+    if (!c->out_.append(record)) return 0;  // no retry flag: a hard error
     *written = len;
     return 1;
   }
 
+  // Fed bytes first, then the bytes lent by read_plaintext(data, out), where they lie.
   static int read(BIO* b, char* data, std::size_t len, std::size_t* got) {
     BIO_clear_retry_flags(b);
-    std::size_t n = conn(b)->in_.read(MutBytes(reinterpret_cast<std::byte*>(data), len));
+    TlsConnection* c = conn(b);
+    std::size_t n = c->in_.read(MutBytes(reinterpret_cast<std::byte*>(data), len));
+    if (n == 0 && c->loan_ != nullptr && !c->loan_->input.empty()) {
+      n = std::min(len, c->loan_->input.size());
+      std::memcpy(data, c->loan_->input.data(), n);
+      c->loan_->input = c->loan_->input.subspan(n);
+    }
     if (n == 0) {
       BIO_set_retry_read(b);  // nothing yet: the caller feeds more later
       return 0;
@@ -61,7 +92,7 @@ struct BioAccess {
       case BIO_CTRL_FLUSH:
         return 1;
       case BIO_CTRL_PENDING:
-        return static_cast<long>(conn(b)->in_.size());
+        return static_cast<long>(conn(b)->unread_input());
       default:
         return 0;  // WPENDING (writes never wait here), EOF (never), kTLS, ...: not supported
     }
@@ -131,7 +162,9 @@ void TlsConnection::fail(TlsError e, unsigned long code) {
   if (state_ == TlsState::kFailed) return;
   state_ = TlsState::kFailed;
   error_ = e;
-  ssl_error_ = code;
+  static_assert(ERR_SYSTEM_FLAG <= 0x80000000u && ERR_LIB_MASK << ERR_LIB_OFFSET <= 0xFFFFFFFFu,
+                "packed OpenSSL error codes fit in 32 bits");
+  ssl_error_ = static_cast<std::uint32_t>(code);
   in_.consume(in_.size());  // nothing more will be read
 }
 
@@ -179,16 +212,48 @@ Status<TlsError> TlsConnection::handshake() {
   return {};
 }
 
+bool TlsConnection::nothing_to_read() const {
+  // Nothing fed is waiting, OpenSSL holds no record (read-ahead keeps whole and partial records
+  // in its own buffer), and the peer's close_notify has not been reached (that is reported).
+  return unread_input() == 0 && SSL_has_pending(ssl_) == 0 && !peer_closed();
+}
+
+std::size_t TlsConnection::unread_input() const {
+  return in_.size() + (loan_ != nullptr ? loan_->input.size() : 0);
+}
+
+Result<std::size_t, TlsError> TlsConnection::read_plaintext(Bytes data, MutBytes out) {
+  if (data.empty() || !in_.empty() || state_ == TlsState::kFailed || peer_closed()) {
+    feed_ciphertext(data);  // older bytes wait in in_ (or nothing counts any more): the usual way
+    return read_plaintext(out);
+  }
+  Loan loan;
+  loan.input = data;
+  loan_ = &loan;
+  auto r = read_plaintext(out);
+  loan_ = nullptr;
+  // Keep what OpenSSL did not take (part of a record, or records past `out`), unless nothing
+  // more will be read.
+  if (!loan.input.empty() && state_ != TlsState::kFailed && !peer_closed() && !in_.append(loan.input)) {
+    fail(TlsError::kInternal, 0);
+    if (!r || *r == 0) return Err(error_);
+  }
+  return r;
+}
+
 Result<std::size_t, TlsError> TlsConnection::read_plaintext(MutBytes out) {
   if (state_ == TlsState::kFailed) return Err(error_);
+  // The caller reads until 0: answer the last call without asking OpenSSL to fail a read.
+  if (state_ == TlsState::kOpen && nothing_to_read()) return std::size_t{0};
   std::size_t total = 0;
   while (total < out.size()) {
-    ERR_clear_error();
+    clear_stale_errors();
     std::size_t n = 0;
     int rc = SSL_read_ex(ssl_, out.data() + total, out.size() - total, &n);
     note_progress();
     if (rc == 1) {
       total += n;
+      if (state_ == TlsState::kOpen && nothing_to_read()) break;
       continue;
     }
     Outcome o = classify(rc);
@@ -198,6 +263,15 @@ Result<std::size_t, TlsError> TlsConnection::read_plaintext(MutBytes out) {
   return total;
 }
 
+Result<std::size_t, TlsError> TlsConnection::write_plaintext(Bytes data, CiphertextSink& sink) {
+  Loan loan;
+  loan.sink = &sink;
+  loan_ = &loan;
+  auto r = write_plaintext(data);
+  loan_ = nullptr;
+  return r;
+}
+
 Result<std::size_t, TlsError> TlsConnection::write_plaintext(Bytes data) {
   if (state_ == TlsState::kFailed) return Err(error_);
   if (shutdown_sent()) return Err(TlsError::kClosed);
@@ -205,7 +279,7 @@ Result<std::size_t, TlsError> TlsConnection::write_plaintext(Bytes data) {
   std::size_t done = 0;
   while (done < data.size() && out_.size() < opts_.max_pending_ciphertext) {
     std::size_t chunk = std::min(data.size() - done, kMaxRecordPlaintext);
-    ERR_clear_error();
+    clear_stale_errors();
     std::size_t n = 0;
     int rc = SSL_write_ex(ssl_, data.data() + done, chunk, &n);
     if (rc == 1) {

@@ -7,6 +7,11 @@
 //   write_plaintext(bytes) -> accepted count   encrypts into the outgoing queue
 //   pending_ciphertext() + consume_ciphertext(n), or take_ciphertext(buf)  -> network
 //
+// The fast path copies less: read_plaintext(bytes, buf) decrypts received bytes where they lie
+// (only a partial record is kept), and write_plaintext(bytes, sink) puts records straight into
+// the socket's send queue (see CiphertextSink), so ciphertext is copied once each way, between
+// OpenSSL's record buffer and the io layer's buffer.
+//
 // After EVERY call (feed/read/write/handshake/shutdown), send what pending_ciphertext() holds:
 // handshake messages, session tickets, alerts and replies to the peer's key updates appear there
 // even from a read. The handshake needs no separate call: read_plaintext() advances it
@@ -16,14 +21,18 @@
 //   auto c = TlsConnection::accept(tls_context);       // per accepted TCP connection
 //   on receive:  c->feed_ciphertext(data);
 //                while ((n = c->read_plaintext(buf)) > 0) consume(buf[0..n]);
+//                (or: n = c->read_plaintext(data, buf), then the same loop)
 //                (an error ends the connection: send pending ciphertext, e.g. the alert, close)
 //                send(c->pending_ciphertext()); c->consume_ciphertext(sent);
 //   to send:     accepted = c->write_plaintext(data) (0 during the handshake or while the
 //                outgoing queue is over its limit), then send the ciphertext as above.
+//                (or: SendQueueSink sink(tcp); c->write_plaintext(data, sink), then send what is
+//                still pending, if anything)
 //   to close:    c->shutdown() (queues close_notify), send, then close the socket.
 //
 // Memory: SSL_MODE_RELEASE_BUFFERS frees OpenSSL's record buffers whenever a connection is
-// idle, and the two byte queues here are freed (not just emptied) when they drain, so an idle
+// idle (OpenSSL reads ahead: its read buffer holds whole and partial records until they are
+// read), and the two byte queues here are freed (not just emptied) when they drain, so an idle
 // established connection costs OpenSSL's per-connection state plus this object (112 bytes).
 // Measured with Debian 12's OpenSSL 3.0 (tests/unit/tls/memory_test.cc, 1000 connections):
 // about 14.6 KB of heap per idle TLS 1.3 connection, 13.5 KB for TLS 1.2; the SSL object alone
@@ -74,6 +83,34 @@ enum class TlsState : std::uint8_t {
   kFailed,       // a fatal error happened; error() says which
 };
 
+// Where write_plaintext(data, sink) puts ciphertext directly, skipping this object's queue: the
+// connection's send queue, so a record is copied once, from OpenSSL's buffer to where the socket
+// sends from. reserve(n) returns exactly n writable bytes, or an empty span when the sink cannot
+// take n bytes now (then the record waits in pending_ciphertext(), and so does everything after
+// it, keeping the byte order); commit(n) queues the first n bytes of the last reserve().
+class CiphertextSink {
+ public:
+  virtual MutBytes reserve(std::size_t n) = 0;
+  virtual void commit(std::size_t n) = 0;
+
+ protected:
+  ~CiphertextSink() = default;
+};
+
+// A CiphertextSink over a send queue with write_room(), reserve(n) and commit(n), such as
+// io::TcpConnection (relay/tls does not depend on relay/io). Asks for room before reserving, so a
+// full queue is not counted as a refused write. Lives on the caller's stack for one call.
+template <typename Queue>
+class SendQueueSink final : public CiphertextSink {
+ public:
+  explicit SendQueueSink(Queue& q) : q_(q) {}
+  MutBytes reserve(std::size_t n) override { return q_.write_room() >= n ? q_.reserve(n) : MutBytes{}; }
+  void commit(std::size_t n) override { q_.commit(n); }
+
+ private:
+  Queue& q_;
+};
+
 struct TlsConnectionOptions {
   // write_plaintext() accepts nothing more while this much ciphertext waits to be sent.
   std::size_t max_pending_ciphertext = 64 * 1024;
@@ -100,7 +137,8 @@ class TlsConnection {
   // failure or the peer's close_notify. `data` may alias a receive buffer: nothing refers to it
   // after the call.
   void feed_ciphertext(Bytes data);
-  // Fed bytes TLS has not consumed yet (at most part of one record once reads have caught up).
+  // Fed bytes OpenSSL has not taken yet. OpenSSL reads ahead, so more may wait inside it; once
+  // reads have caught up, the two hold at most part of one record between them.
   std::size_t buffered_ciphertext() const { return in_.size(); }
 
   // --- handshake -----------------------------------------------------------------------------
@@ -113,9 +151,19 @@ class TlsConnection {
   // needed) or `out` is empty. kPeerClosed once the peer's close_notify is reached, after all
   // plaintext before it was returned.
   Result<std::size_t, TlsError> read_plaintext(MutBytes out);
+  // feed_ciphertext(data) then read_plaintext(out), without copying `data` first: OpenSSL reads
+  // it where it lies (a receive buffer), and only what is left when the call returns (part of a
+  // record, or records that did not fit in `out`) is kept, copied, as feed_ciphertext() would.
+  // Then call read_plaintext(out) until it returns 0, as after feed_ciphertext().
+  Result<std::size_t, TlsError> read_plaintext(Bytes data, MutBytes out);
   // Encrypts a prefix of `data`; returns how much was accepted (0 during the handshake or while
   // max_pending_ciphertext is reached). kClosed after shutdown().
   Result<std::size_t, TlsError> write_plaintext(Bytes data);
+  // The same, with the records made by this call going straight into `sink` while nothing is
+  // pending here and the sink has room (see CiphertextSink); the rest is queued as above, so
+  // pending_ciphertext() must still be sent afterwards. max_pending_ciphertext counts only what
+  // is queued here. The sink is not kept after the call.
+  Result<std::size_t, TlsError> write_plaintext(Bytes data, CiphertextSink& sink);
 
   // --- to the network ------------------------------------------------------------------------
   // Ciphertext waiting to be sent. The view is valid until the next non-const call.
@@ -158,10 +206,20 @@ class TlsConnection {
  private:
   enum class Outcome : std::uint8_t { kWouldBlock, kPeerClosed, kFailed };
 
+  // What one call lends this object, on the caller's stack for the length of that call.
+  struct Loan {
+    CiphertextSink* sink = nullptr;  // write_plaintext(data, sink)
+    Bytes input;                     // read_plaintext(data, out): lent bytes OpenSSL has not read
+  };
+
   TlsConnection(std::shared_ptr<const ServerContext> ctx, const TlsConnectionOptions& opts);
   Outcome classify(int ret);
   void fail(TlsError e, unsigned long code);
   void note_progress();
+  // A read now could only block: no input, nothing buffered in OpenSSL, no close_notify.
+  bool nothing_to_read() const;
+  // Fed or lent bytes OpenSSL has not read yet.
+  std::size_t unread_input() const;
 
   // The custom BIO (see tls_connection.cc) reads in_ and appends to out_.
   friend struct BioAccess;
@@ -170,8 +228,9 @@ class TlsConnection {
   ssl_st* ssl_ = nullptr;
   ByteQueue in_;   // ciphertext fed, not yet read by OpenSSL
   ByteQueue out_;  // ciphertext produced, not yet taken by the io layer
+  Loan* loan_ = nullptr;  // set during read_plaintext(data, out) and write_plaintext(data, sink)
   const TlsConnectionOptions opts_;
-  unsigned long ssl_error_ = 0;
+  std::uint32_t ssl_error_ = 0;  // packed OpenSSL 3 error codes fit in 32 bits
   TlsState state_ = TlsState::kHandshaking;
   TlsError error_ = TlsError::kInternal;
 };

@@ -12,7 +12,8 @@
 //     is then implied). Tailscale's DERP client sends no ALPN at all.
 //   - Session tickets on (stateless; the server keeps no session cache), ticket keys kept across
 //     reloads so clients can still resume. No renegotiation (Go has none either).
-//   - SSL_MODE_RELEASE_BUFFERS: an idle connection holds no record buffers.
+//   - SSL_MODE_RELEASE_BUFFERS: an idle connection holds no record buffers. Read-ahead: OpenSSL
+//     takes what was received in one read and decrypts records from its own buffer.
 //   - The chain served is the certificate file's chain in file order followed by the DERP meta
 //     cert (see certs.h), as derper's ModifyTLSConfigToAddMetaCert does.
 //   - SNI, as derper's manual certificate manager: when -hostname is a DNS name the ClientHello

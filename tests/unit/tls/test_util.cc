@@ -275,15 +275,22 @@ void Pump::run(std::size_t chunk, int max_rounds) {
     bool progress = false;
     client.step();
     to_server += client.take_output();
+    std::string lent;  // what read_plaintext(data, out) gets this round
     if (!to_server.empty()) {
       std::size_t n = chunk == 0 ? to_server.size() : std::min(chunk, to_server.size());
-      server.feed_ciphertext(derpd::as_bytes(std::string_view(to_server).substr(0, n)));
+      if (lend_input) {
+        lent = to_server.substr(0, n);
+      } else {
+        server.feed_ciphertext(derpd::as_bytes(std::string_view(to_server).substr(0, n)));
+      }
       to_server.erase(0, n);
       progress = true;
     }
     if (!server_failed && !server_peer_closed) {
       for (;;) {
-        auto r = server.read_plaintext(buf);
+        auto r = lent.empty() ? server.read_plaintext(buf) : server.read_plaintext(derpd::as_bytes(lent), buf);
+        if (!lent.empty()) lent.assign(lent.size(), '\xee');  // nothing may read the lent bytes later
+        lent.clear();
         if (!r) {
           if (r.error() == TlsError::kPeerClosed) {
             server_peer_closed = true;

@@ -128,6 +128,9 @@ struct Pump {
   std::string server_received;
   bool server_peer_closed = false;
   bool server_failed = false;
+  // Hand received bytes to the server with read_plaintext(data, out) (read in place) instead of
+  // feed_ciphertext(data) then read_plaintext(out).
+  bool lend_input = false;
 
   void run(std::size_t chunk = 0, int max_rounds = 10000);
 };

@@ -7,6 +7,7 @@
 
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/unit/tls/test_util.h"
@@ -371,6 +372,225 @@ TEST_F(TlsConnectionTest, MetaCertVisibleToTls13Client) {
   }
   EXPECT_EQ(found, testing::key_hex(testing::server_key()));
   EXPECT_EQ(serial, 2);
+}
+
+// A send queue shaped like io::TcpConnection's (write_room, reserve, commit), bounded by `limit`.
+struct FakeSendQueue {
+  explicit FakeSendQueue(std::size_t l) : limit(l) {}
+  std::size_t limit;
+  std::string queued;  // committed bytes, in order
+  std::vector<std::byte> reserved;
+  int refused = 0;     // reserve() calls beyond the room (io::TcpConnection counts these)
+  int commits = 0;
+
+  std::size_t write_room() const { return queued.size() >= limit ? 0 : limit - queued.size(); }
+  MutBytes reserve(std::size_t n) {
+    if (n > write_room()) {
+      ++refused;
+      return {};
+    }
+    reserved.assign(n, std::byte{0});
+    return reserved;
+  }
+  void commit(std::size_t n) {
+    queued.append(reinterpret_cast<const char*>(reserved.data()), n);
+    ++commits;
+  }
+  std::string take() { return std::exchange(queued, {}); }
+};
+
+TEST_F(TlsConnectionTest, WritesGoStraightIntoTheSinkWithRoom) {
+  auto conn = accept();
+  Client client;
+  Pump pump(*conn, client);
+  pump.run();
+  ASSERT_TRUE(conn->handshake_done());
+
+  FakeSendQueue q(1 << 20);
+  SendQueueSink<FakeSendQueue> sink(q);
+  const std::string data = random_bytes(40000, 3);  // three records
+  auto w = conn->write_plaintext(derpd::as_bytes(data), sink);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, data.size());
+  EXPECT_EQ(conn->pending_ciphertext_bytes(), 0u);
+  EXPECT_EQ(conn->buffer_bytes(), 0u);  // nothing went through the internal queue
+  EXPECT_EQ(q.commits, 3);              // one record per commit
+  EXPECT_GT(q.queued.size(), data.size());
+  client.feed(q.take());
+  client.step();
+  EXPECT_TRUE(client.received == data);
+  EXPECT_FALSE(client.failed) << client.failure;
+}
+
+TEST_F(TlsConnectionTest, AFullSinkQueuesTheRestInOrder) {
+  auto conn = accept();
+  Client client;
+  Pump pump(*conn, client);
+  pump.run();
+  ASSERT_TRUE(conn->handshake_done());
+
+  // Room for one full record, not two: the second and third records wait here.
+  FakeSendQueue q(20000);
+  SendQueueSink<FakeSendQueue> sink(q);
+  const std::string first = random_bytes(40000, 4);
+  auto w = conn->write_plaintext(derpd::as_bytes(first), sink);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, first.size());
+  EXPECT_EQ(q.commits, 1);
+  EXPECT_EQ(q.refused, 0);  // room is asked for first: a full queue is not a refused write
+  EXPECT_GT(conn->pending_ciphertext_bytes(), first.size() - TlsConnection::kMaxRecordPlaintext);
+
+  // The socket sent what the sink held; the sink has room again, but records must not overtake
+  // the ones still pending here.
+  std::string wire = q.take();
+  const std::string second = random_bytes(1000, 5);
+  w = conn->write_plaintext(derpd::as_bytes(second), sink);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, second.size());
+  EXPECT_EQ(q.commits, 1);  // went behind the pending records
+  wire.append(reinterpret_cast<const char*>(conn->pending_ciphertext().data()), conn->pending_ciphertext_bytes());
+  conn->consume_ciphertext(conn->pending_ciphertext_bytes());
+  EXPECT_EQ(conn->buffer_bytes(), 0u);
+
+  // Drained: direct again.
+  const std::string third = "third";
+  w = conn->write_plaintext(derpd::as_bytes(third), sink);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(q.commits, 2);
+  EXPECT_EQ(conn->pending_ciphertext_bytes(), 0u);
+  wire += q.take();
+
+  client.feed(wire);
+  client.step();
+  EXPECT_TRUE(client.received == first + second + third);
+  EXPECT_FALSE(client.failed) << client.failure;
+}
+
+TEST_F(TlsConnectionTest, ManyRecordsInOneFeedAreReadInOneCall) {
+  auto conn = accept();
+  Client client;
+  Pump pump(*conn, client);
+  pump.run();
+  ASSERT_TRUE(conn->handshake_done());
+  std::string expect;
+  for (int i = 0; i < 50; ++i) {  // one record each
+    std::string part = "packet " + std::to_string(i) + ";";
+    ASSERT_TRUE(client.write(part));
+    expect += part;
+  }
+  std::string wire = client.take_output();
+  // All but the last 10 bytes: the last record stays incomplete.
+  conn->feed_ciphertext(derpd::as_bytes(std::string_view(wire).substr(0, wire.size() - 10)));
+  std::vector<std::byte> buf(64 * 1024);
+  auto r = conn->read_plaintext(buf);
+  ASSERT_TRUE(r.ok());
+  const std::string last = "packet 49;";
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *r), expect.substr(0, expect.size() - last.size()));
+  auto again = conn->read_plaintext(buf);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0u);
+  conn->feed_ciphertext(derpd::as_bytes(std::string_view(wire).substr(wire.size() - 10)));
+  r = conn->read_plaintext(buf);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *r), last);
+  EXPECT_EQ(conn->buffer_bytes(), 0u);
+}
+
+TEST_F(TlsConnectionTest, LentInputAcrossTheHandshakeAndInOddPieces) {
+  // The whole exchange with read_plaintext(data, out), in pieces that cut records anywhere.
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{0}}) {
+    for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+      auto conn = accept();
+      ClientOptions o;
+      o.max_version = version;
+      Client client(o);
+      Pump pump(*conn, client);
+      pump.lend_input = true;
+      pump.run(chunk, 1000000);
+      ASSERT_TRUE(conn->handshake_done()) << chunk << ": " << conn->error_reason();
+      const std::string up = random_bytes(100000, 6);
+      ASSERT_TRUE(client.write(up));
+      pump.run(chunk, 1000000);
+      EXPECT_TRUE(pump.server_received == up) << chunk << " " << version;
+      EXPECT_EQ(conn->buffer_bytes(), 0u);
+      EXPECT_FALSE(pump.server_failed);
+    }
+  }
+}
+
+TEST_F(TlsConnectionTest, LentInputPastTheReadBufferIsKept) {
+  auto conn = accept();
+  Client client;
+  Pump pump(*conn, client);
+  pump.run();
+  ASSERT_TRUE(conn->handshake_done());
+  const std::string up = random_bytes(200000, 7);  // 13 records
+  ASSERT_TRUE(client.write(up));
+  std::string wire = client.take_output();
+  std::vector<std::byte> buf(64 * 1024);
+  auto r = conn->read_plaintext(derpd::as_bytes(wire), buf);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, buf.size());
+  std::string got(reinterpret_cast<const char*>(buf.data()), *r);
+  // The lent bytes are gone now; what OpenSSL had not read was copied.
+  wire.assign(wire.size(), 'x');
+  EXPECT_GT(conn->buffered_ciphertext(), 0u);
+  for (int i = 0; i < 100; ++i) {
+    r = conn->read_plaintext(buf);
+    ASSERT_TRUE(r.ok()) << conn->error_reason();
+    if (*r == 0) break;
+    got.append(reinterpret_cast<const char*>(buf.data()), *r);
+  }
+  EXPECT_TRUE(got == up);
+  EXPECT_EQ(conn->buffered_ciphertext(), 0u);
+  EXPECT_EQ(conn->buffer_bytes(), 0u);
+
+  // Lent bytes behind fed ones keep their order (they are queued behind them).
+  ASSERT_TRUE(client.write("first "));
+  ASSERT_TRUE(client.write("second"));
+  std::string two = client.take_output();
+  const std::size_t cut = two.size() / 2 + 3;
+  conn->feed_ciphertext(derpd::as_bytes(std::string_view(two).substr(0, cut)));
+  r = conn->read_plaintext(derpd::as_bytes(std::string_view(two).substr(cut)), buf);
+  ASSERT_TRUE(r.ok());
+  got.assign(reinterpret_cast<const char*>(buf.data()), *r);
+  while ((r = conn->read_plaintext(buf)).ok() && *r > 0) got.append(reinterpret_cast<const char*>(buf.data()), *r);
+  EXPECT_EQ(got, "first second");
+}
+
+TEST_F(TlsConnectionTest, LentCloseNotifyAndGarbageAfterData) {
+  auto conn = accept();
+  Client client;
+  Pump pump(*conn, client);
+  pump.run();
+  ASSERT_TRUE(conn->handshake_done());
+  ASSERT_TRUE(client.write("last words"));
+  SSL_shutdown(client.ssl());
+  std::string wire = client.take_output() + "trailing junk after close_notify";
+  std::vector<std::byte> buf(100);
+  auto r = conn->read_plaintext(derpd::as_bytes(wire), buf);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *r), "last words");
+  auto end = conn->read_plaintext(buf);
+  ASSERT_FALSE(end.ok());
+  EXPECT_EQ(end.error(), TlsError::kPeerClosed);
+  EXPECT_EQ(conn->buffer_bytes(), 0u);  // nothing after close_notify is kept
+
+  // A corrupted record lent after good data: the data, then kProtocol.
+  auto conn2 = accept();
+  Client client2;
+  Pump pump2(*conn2, client2);
+  pump2.run();
+  ASSERT_TRUE(client2.write("good"));
+  ASSERT_TRUE(client2.write("bad!"));
+  std::string wire2 = client2.take_output();
+  wire2[wire2.size() - 2] ^= 0x01;
+  r = conn2->read_plaintext(derpd::as_bytes(wire2), buf);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *r), "good");
+  r = conn2->read_plaintext(buf);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), TlsError::kProtocol);
 }
 
 TEST_F(TlsConnectionTest, ConnectionKeepsItsContextAlive) {
