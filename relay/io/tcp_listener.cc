@@ -80,6 +80,7 @@ void TcpListener::arm() {
   if (state_ != State::kListening || armed_ || waiting_) return;
   if (loop_.ring().prep_accept_multishot(fd_, accept_ud_)) {
     armed_ = true;
+    freed_since_arm_ = false;
     return;
   }
   back_off();  // submission queue full: try again after a pause
@@ -116,6 +117,7 @@ void TcpListener::on_completion(const UserData& ud, const Completion& c) {
     const int fd = c.res;
     if (state_ != State::kListening || active_ >= opts_.max_connections) {
       ::close(fd);
+      freed_since_arm_ = true;
       counters_.refused.add();
     } else {
       error_streak_ = 0;
@@ -139,7 +141,9 @@ void TcpListener::on_completion(const UserData& ud, const Completion& c) {
       case EMFILE:
       case ENFILE:
         counters_.fd_exhausted.add();
-        delay = true;
+        // Descriptors were given back since the accept was armed (refusals, ended connections):
+        // try again at once; the back-off is for exhaustion that nothing relieves.
+        delay = !freed_since_arm_;
         break;
       case ENOMEM:
       case ENOBUFS:

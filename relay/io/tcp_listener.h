@@ -11,7 +11,9 @@
 //  - Out of descriptors (-EMFILE / -ENFILE) or kernel memory (-ENOMEM / -ENOBUFS): counted, and
 //    the accept is re-armed only after a back-off timer (doubling from backoff_min to
 //    backoff_max, reset by the next successful accept) - the waiting connections stay in the
-//    kernel backlog and the loop never spins on a failing accept. Other errors (a connection
+//    kernel backlog and the loop never spins on a failing accept. Out of descriptors after some
+//    were given back since the accept was armed (a burst of refusals: each needs a descriptor
+//    for a moment) re-arms at once instead, so a burst beyond the limit is refused promptly. Other errors (a connection
 //    aborted before it was accepted, ...) re-arm at once, unless they repeat: after
 //    kMaxErrorStreak in a row the back-off applies too.
 //
@@ -86,6 +88,7 @@ class TcpListener final : public Handler {
   // One connection handed to the sink has ended.
   void connection_closed() {
     if (active_ > 0) --active_;
+    freed_since_arm_ = true;
   }
   std::uint32_t active() const { return active_; }
   int fd() const { return fd_; }
@@ -109,6 +112,7 @@ class TcpListener final : public Handler {
   State state_ = State::kIdle;
   bool armed_ = false;
   bool waiting_ = false;  // a back-off timer is pending
+  bool freed_since_arm_ = false;  // a refusal or an ended connection gave a descriptor back
   Nanos backoff_{0};
   std::uint32_t error_streak_ = 0;
   std::uint32_t active_ = 0;

@@ -156,6 +156,31 @@ TEST_F(Fixture, ListenerBacksOffOnEmfileInsteadOfSpinning) {
   EXPECT_EQ(l.counters().fd_exhausted.get(), 2u);
 }
 
+// A burst beyond the connection limit: every refusal needs a descriptor for a moment, so the
+// accept can run out of them while refusing; having just given some back, it re-arms at once
+// rather than leaving the rest of the burst waiting out a back-off.
+TEST_F(Fixture, ListenerReArmsAtOnceOnEmfileAfterRefusalsGaveDescriptorsBack) {
+  AcceptRecorder acc;
+  TcpListenerOptions o;
+  o.max_connections = 1;
+  TcpListener l(loop, tcp_fd(), acc, o);
+  l.start();
+  auto ud = last(Submitted::kAcceptMultishot).ud;
+  ring.complete(ud, tcp_fd(), IORING_CQE_F_MORE);  // accepted: at the limit now
+  ring.complete(ud, tcp_fd(), IORING_CQE_F_MORE);  // refused: its descriptor closed
+  ring.complete(ud, -EMFILE, 0);
+  loop.run_once(0ns);
+  EXPECT_EQ(l.counters().refused.get(), 1u);
+  EXPECT_EQ(l.counters().fd_exhausted.get(), 1u);
+  EXPECT_EQ(count(Submitted::kAcceptMultishot), 2u) << "re-armed without waiting";
+  EXPECT_EQ(l.counters().backoffs.get(), 0u);
+  // Exhausted again with nothing given back since: now it backs off.
+  ring.complete(last(Submitted::kAcceptMultishot).ud, -EMFILE, 0);
+  loop.run_once(0ns);
+  EXPECT_EQ(count(Submitted::kAcceptMultishot), 2u);
+  EXPECT_EQ(l.counters().backoffs.get(), 1u);
+}
+
 TEST_F(Fixture, ListenerReArmsAtOnceOnAnAbortedConnectionButBacksOffWhenErrorsRepeat) {
   AcceptRecorder acc;
   TcpListener l(loop, tcp_fd(), acc);
