@@ -38,6 +38,8 @@ void accumulate(TcpTotals& t, const io::TcpCounters& c) {
   t.no_buffers += c.no_buffers.get();
   t.write_refused += c.write_refused.get();
   t.submit_failed += c.submit_failed.get();
+  t.registered += c.registered.get();
+  t.register_failed += c.register_failed.get();
   for (std::size_t i = 0; i < kTcpErrors; ++i) t.errors[i] += c.errors[i].get();
 }
 
@@ -140,6 +142,11 @@ std::vector<prometheus::MetricFamily> DerpMetrics::families(const DerpTotals& t)
   f.gauge("derpd_derp_workers_serving", "workers whose DERP relay is serving now").sample(d(t.workers_serving));
   f.counter("derpd_control_deferred_total", "cross-worker control messages parked because the ring to a worker was full")
       .sample(d(r.control_deferred));
+  f.counter("derpd_dup_switch_holds_total",
+            "frames held until a duplicate key's switch to their connection was seen by every worker")
+      .sample(d(r.dup_switch_holds));
+  f.counter("derpd_dup_switch_timeouts_total", "holds released after 1 s (or 1 MiB of input) before every worker had seen the switch")
+      .sample(d(r.dup_switch_timeouts));
   f.counter("derpd_control_frames_dropped_total", "PeerGone frames not queued because the client's backlog was full")
       .sample(d(r.control_frames_dropped));
   f.counter("derpd_keepalives_sent_total", "KeepAlive frames sent to clients").sample(d(r.keepalives_sent));
@@ -184,6 +191,12 @@ std::vector<prometheus::MetricFamily> DerpMetrics::families(const DerpTotals& t)
       .sample(d(p.write_refused));
   f.counter("derpd_tcp_submit_failed_total", "operations delayed because the io_uring submission queue was full")
       .sample(d(p.submit_failed));
+  f.counter("derpd_tcp_sockets_registered_total",
+            "connections whose socket moved into the worker's io_uring file table (no descriptor held)")
+      .sample(d(p.registered));
+  f.counter("derpd_tcp_register_fallbacks_total",
+            "connections that kept a descriptor because the worker's io_uring file table was full")
+      .sample(d(p.register_failed));
 
   const BootstrapDnsTotals& b = t.bootstrap_dns;
   f.counter("derpd_bootstrap_dns_requests_total", "/bootstrap-dns requests").sample(d(b.requests));

@@ -93,6 +93,8 @@ struct TcpTotals {
   std::uint64_t no_buffers = 0;
   std::uint64_t write_refused = 0;
   std::uint64_t submit_failed = 0;
+  std::uint64_t registered = 0;
+  std::uint64_t register_failed = 0;
   std::array<std::uint64_t, kTcpErrors> errors{};  // indexed by io::TcpError
 };
 

@@ -259,6 +259,9 @@ class Capacity(unittest.TestCase):
                           metric_sum(before, "derpd_tcp_accept_errors_total", {"reason": "fd_exhausted"}) or 0]
         self.assertTrue(any(v is not None for v in counted), "no refusal metric is exported")
         self.assertGreater(sum(v or 0 for v in counted), sum(counted_before), "refusals were not counted")
+        # The first FD_LIMIT sockets filled the worker's registered-file table; the rest held descriptors.
+        self.assertGreaterEqual(metric_sum(after, "derpd_tcp_sockets_registered_total") or 0, FD_LIMIT)
+        self.assertGreater(metric_sum(after, "derpd_tcp_register_fallbacks_total") or 0, 0)
 
         # Once the descriptors are free again, new connections work.
         r2 = run_load(d.target, "--connections", "200", "--hold", "0")
