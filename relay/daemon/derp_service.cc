@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -348,7 +349,17 @@ void DerpService::pump(Conn& c) {
     if (!c.room_for_chunk()) break;  // on_drained() pumps again
     std::size_t n = shard_.pull(c.id, MutBytes(scratch_.get(), kTlsChunk));
     if (n == 0) break;
-    if (!c.send(Bytes(scratch_.get(), n))) {
+    bool sent;
+    if (c.tls && !c.ws) {
+      // TLS records go straight into the socket's send queue: the ciphertext is copied once.
+      tls::SendQueueSink<io::TcpConnection> sink(*c.tcp);
+      auto w = c.tls->write_plaintext(Bytes(scratch_.get(), n), sink);
+      c.flush_tls();
+      sent = w.ok() && *w == n;
+    } else {
+      sent = c.send(Bytes(scratch_.get(), n));
+    }
+    if (!sent) {
       counters_.tls_errors.inc();
       c.end(server::ConnEnd::kWriteError);
       return;
@@ -374,8 +385,9 @@ void DerpService::Conn::on_data(io::TcpConnection&, Bytes data) {
     on_plain(data);
     return;
   }
-  tls->feed_ciphertext(data);
   if (!tls->handshake_done()) {
+    tls->feed_ciphertext(data);
+    data = {};
     auto hs = tls->handshake();
     flush_tls();
     if (!hs.ok()) {
@@ -393,7 +405,8 @@ void DerpService::Conn::on_data(io::TcpConnection&, Bytes data) {
   }
   std::byte* buf = svc->scratch_.get();
   for (;;) {
-    auto r = tls->read_plaintext(MutBytes(buf, kScratch));
+    // The first read decrypts the received bytes where they lie; only a partial record is copied.
+    auto r = tls->read_plaintext(std::exchange(data, Bytes{}), MutBytes(buf, kScratch));
     if (!r) {
       flush_tls();
       if (r.error() != tls::TlsError::kPeerClosed) svc->counters_.tls_errors.inc();
