@@ -5,18 +5,10 @@
 #include <charconv>
 
 #include "relay/base/endpoint.h"
+#include "relay/http/head.h"
 
 namespace derpd::derpclient {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 std::string_view field(std::string_view text, const http_parser_url& u, http_parser_url_fields f) {
   if ((u.field_set & (1u << f)) == 0) return {};
@@ -47,10 +39,10 @@ Result<DerpUrl, Error> parse_url(std::string_view text) {
 
   DerpUrl out;
   const std::string_view scheme = field(text, u, UF_SCHEMA);
-  if (iequals(scheme, "https")) {
+  if (http::iequals(scheme, "https")) {
     out.tls = true;
     out.port = 443;
-  } else if (iequals(scheme, "http")) {
+  } else if (http::iequals(scheme, "http")) {
     out.tls = false;
     out.port = 80;
   } else {

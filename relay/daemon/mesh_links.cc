@@ -19,6 +19,7 @@
 
 #include "client/derp/client.h"
 #include "client/derp/url.h"
+#include "relay/http/head.h"
 #include "relay/protocol/frame.h"
 #include "relay/protocol/messages.h"
 
@@ -40,15 +41,6 @@ constexpr int kMessagesPerTurn = 256;
 constexpr milliseconds kRoomPoll{5};
 // A connection that lived this long resets the backoff.
 constexpr std::chrono::seconds kStableSession{10};
-
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  return true;
-}
 
 void signal_fd(int fd) {
   if (fd < 0) return;
@@ -106,14 +98,14 @@ Result<std::optional<MeshTarget>, std::string> parse_mesh_target(std::string_vie
   const char* scheme = tls ? "https://" : "http://";
   auto u = derpclient::parse_url(fmt::format("{}{}/derp", scheme, host));
   if (!u) return R(Err{fmt::format("mesh-with entry \"{}\": \"{}\" is not a host[:port]", entry, host)});
-  if (iequals(u->host, own_hostname) && (!u->explicit_port || u->port == own_port)) return R(std::optional<MeshTarget>());
+  if (http::iequals(u->host, own_hostname) && (!u->explicit_port || u->port == own_port)) return R(std::optional<MeshTarget>());
   t.url = u->to_string();
   if (dial_host.empty()) return R(std::optional<MeshTarget>(std::move(t)));
   // derper keeps the URL (TLS name, Host header) and only connects somewhere else. The dial host is
   // checked with the URL parser (a host name or an IP literal, nothing else).
   auto d = derpclient::parse_url(fmt::format("{}{}/derp", scheme, bracket_if_v6(dial_host)));
   if (!d) return R(Err{fmt::format("mesh-with entry \"{}\": dial host \"{}\" is not a host name or IP", entry, dial_host)});
-  if (!iequals(d->host, u->host)) t.dial_host = d->host;
+  if (!http::iequals(d->host, u->host)) t.dial_host = d->host;
   return R(std::optional<MeshTarget>(std::move(t)));
 }
 
