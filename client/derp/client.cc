@@ -147,10 +147,15 @@ Status<Error> Client::handshake(const Options& options, Deadline deadline) {
         rpos_ = head->head_size;
         break;
       }
-      if (head.error() != HeadError::kIncomplete) {
-        why_ = head.error() == HeadError::kTooLarge ? "upgrade response head too large"
-                                                     : "upgrade response is not HTTP: \"" + excerpt(Bytes(rbuf_.data(), rend_), 60) + "\"";
-        return fail(Error::kBadHttp);
+      switch (head.error()) {
+        case http::ParseError::kIncomplete: break;
+        case http::ParseError::kTooLarge:
+        case http::ParseError::kTooManyHeaders:
+          why_ = "upgrade response head too large";
+          return fail(Error::kBadHttp);
+        case http::ParseError::kMalformed:
+          why_ = "upgrade response is not HTTP: \"" + excerpt(Bytes(rbuf_.data(), rend_), 60) + "\"";
+          return fail(Error::kBadHttp);
       }
       if (rend_ == rbuf_.size()) {  // cannot happen: kMaxResponseHead < kReadBuffer
         why_ = "upgrade response head too large";

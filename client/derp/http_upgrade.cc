@@ -15,16 +15,4 @@ std::string upgrade_request(const DerpUrl& url, bool fast_start, std::string_vie
   return r;
 }
 
-Result<ResponseHead, HeadError> parse_response_head(Bytes input) {
-  auto head = http::parse_response_head(input);
-  if (head) return std::move(*head);
-  switch (head.error()) {
-    case http::ParseError::kIncomplete: return Err{HeadError::kIncomplete};
-    case http::ParseError::kMalformed: return Err{HeadError::kMalformed};
-    case http::ParseError::kTooLarge:
-    case http::ParseError::kTooManyHeaders: return Err{HeadError::kTooLarge};
-  }
-  return Err{HeadError::kMalformed};
-}
-
 }  // namespace derpd::derpclient

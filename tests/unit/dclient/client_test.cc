@@ -15,6 +15,7 @@
 
 #include "client/derp/client.h"
 #include "relay/base/bytes.h"
+#include "relay/http/head.h"
 #include "relay/protocol/frame.h"
 #include "relay/protocol/messages.h"
 #include "tests/unit/dclient/fake_server.h"
@@ -499,6 +500,15 @@ INSTANTIATE_TEST_SUITE_P(
                   c.wait_closed();
                 },
                 Error::kBadHttp, "too large"},
+        BadCase{"too_many_header_lines",  // relay/http's other "too large": the same message
+                [](ServerConn& c, const ServerIdentity&) {
+                  head_of(c);
+                  std::string many = "HTTP/1.1 101 Switching Protocols\r\n";
+                  for (std::size_t i = 0; i <= http::kMaxHeaders; ++i) many += "X-" + std::to_string(i) + ": v\r\n";
+                  c.write(many + "\r\n");
+                  c.wait_closed();
+                },
+                Error::kBadHttp, "upgrade response head too large"},
         BadCase{"server_key_frame_too_long",
                 [](ServerConn& c, const ServerIdentity& s) {
                   head_of(c);
