@@ -71,6 +71,9 @@ struct Config {
 
   // --- runtime ---------------------------------------------------------------------------
   unsigned workers = 0;  // --workers; 0 = one per online CPU; at most kMaxWorkers
+  // --max-connections: DERP connections the node holds at most, split evenly over the workers;
+  // 0 = what the descriptor limit and the io_uring file tables allow (at most 100,000 per worker).
+  std::uint32_t max_connections = 0;
   // -dev: the defaults become plaintext DERP on 127.0.0.1:3340 (certmode plaintext), STUN on
   // 127.0.0.1:3478 (derived), http-port -1, metrics on 127.0.0.1:9100 and an empty key_file
   // (throwaway key). Explicit -a, --stun-addr, -certmode, ... still win.
@@ -85,6 +88,7 @@ struct Config {
 };
 
 inline constexpr unsigned kMaxWorkers = 1024;
+inline constexpr std::uint32_t kMaxConnectionsLimit = 100'000'000;
 
 struct LoadResult {
   Config config;

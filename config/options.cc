@@ -212,6 +212,13 @@ const Option kOptions[] = {
    [](Config& c, Values v) {
      c.workers = static_cast<unsigned>(parse_int(v[0], 0, kMaxWorkers, fmt::format("an integer 0-{}", kMaxWorkers)));
    }},
+  {"max-connections", "", K::kInt, S::kSetting, "N",
+   "DERP connections held at most, split evenly over the workers; beyond it connections are refused at "
+   "once and counted; 0 = what the descriptor limit allows (default 0)",
+   [](Config& c, Values v) {
+     c.max_connections = static_cast<std::uint32_t>(
+         parse_int(v[0], 0, kMaxConnectionsLimit, fmt::format("an integer 0-{}", kMaxConnectionsLimit)));
+   }},
   {"dev", "", K::kBool, S::kSetting, "BOOL",
    "development mode: plaintext DERP on 127.0.0.1:3340, STUN on 127.0.0.1:3478, no port-80 listener, "
    "throwaway key; explicit flags still win",

@@ -62,6 +62,8 @@ DerpSetup::DerpSetup(const config::Config& cfg, unsigned workers)
   // being accepted, or when the table is full. Connections beyond table + descriptor share are
   // accepted and closed at once (counted as refused) rather than left unaccepted in the kernel's
   // queue, where clients would hang.
+  if (cfg.max_connections > 0)
+    settings_.max_connections = std::max<std::uint32_t>(1, (cfg.max_connections + workers - 1) / workers);
   const std::uint64_t nofile = raise_fd_limit();
   const std::uint64_t reserve = 64 + 16 * std::uint64_t{workers};
   const std::uint64_t fd_share = nofile > reserve + workers ? (nofile - reserve) / workers : 1;

@@ -124,11 +124,11 @@ class Proc:
 class Derpd(Proc):
     """derpd serving plaintext DERP on 127.0.0.1 (kernel-chosen port), metrics on another port."""
 
-    def __init__(self, workdir, workers=2, nofile=None):
+    def __init__(self, workdir, workers=2, nofile=None, extra=()):
         self.metrics_port = free_tcp_port()
         argv = [DERPD, "-a", "127.0.0.1:0", "-http-port", "-1", "-stun=false",
                 "-c", os.path.join(workdir, "derper.key"), "--workers", str(workers),
-                "--metrics-addr", f"127.0.0.1:{self.metrics_port}"]
+                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *extra]
         if nofile is not None:
             # prlimit execs derpd: the limit applies to the very process we started (same PID).
             argv = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] + argv
@@ -213,6 +213,19 @@ class Capacity(unittest.TestCase):
         self.assertGreater(per_conn, 0, "RSS did not grow: not measured")
         self.assertLessEqual(per_conn, MAX_RSS_PER_CONN, "idle connection memory over budget")
         self.assertTrue(d.alive(), "derpd exited:\n" + d.log())
+
+    def test_max_connections_is_a_budget_the_node_keeps(self):
+        # The operator's budget, not a descriptor limit: 300 connections, the rest refused at once.
+        d = self.start(Derpd(self.dir, workers=1, extra=("--max-connections", "300")))
+        self.assertIsNotNone(d.wait_line(r"connection limit 300 per worker", d.out, 1), d.log())
+        r = run_load(d.target, "--connections", "400", "--hold", "0", "--handshake-timeout", "8",
+                     "--concurrency", "400")
+        c = r["connect"]
+        self.assertEqual(c["ready"], 300, c["failed_reasons"])
+        self.assertEqual(c["failed"], 100)
+        self.assertEqual(c["failed_reasons"].get("timeout", 0), 0, "refusals left hanging")
+        self.assertLess(c["max_fail_ms"], REFUSAL_DEADLINE_MS, "refusals were not prompt")
+        self.assertEqual(metric_sum(d.metrics(), "derpd_tcp_connections_refused_total"), 100)
 
     def test_connections_beyond_the_fd_limit_are_refused_promptly(self):
         if shutil.which("prlimit") is None:

@@ -85,6 +85,7 @@ INSTANTIATE_TEST_SUITE_P(
         FormCase{{"-metrics-addr=[::1]:9200"}, "metrics-addr", "[::1]:9200"},
         FormCase{{"--workers", "4"}, "workers", "4"}, FormCase{{"-workers=0"}, "workers", "0"},
         FormCase{{"--workers=1024"}, "workers", "1024"}, FormCase{{"--log-level", "debug"}, "log-level", "debug"},
+        FormCase{{"--max-connections", "50000"}, "max-connections", "50000"},
         FormCase{{"-log-level=error"}, "log-level", "error"},
         // Go: the last value of a repeated scalar flag wins
         FormCase{{"-hostname", "a.example.com", "-hostname", "b.example.com"}, "hostname", "b.example.com"},
@@ -282,6 +283,7 @@ INSTANTIATE_TEST_SUITE_P(
                   "at most one address per family"},
         ErrorCase{{"--stun-addr", ":3478"}, "flag --stun-addr: ", R"(expected "IP:PORT")"},
         ErrorCase{{"--workers", "1025"}, "flag --workers: ", R"(expected an integer 0-1024, got "1025")"},
+        ErrorCase{{"--max-connections=-5"}, "flag --max-connections: ", R"(got "-5")"},
         ErrorCase{{"--workers=-1"}, "flag --workers: ", R"(got "-1")"},
         ErrorCase{{"--log-level", "verbose"}, "flag --log-level: ", R"(got "verbose")"},
         ErrorCase{{"--metrics-addr", "localhost:9100"}, "flag --metrics-addr: ", R"(got "localhost:9100")"},

@@ -109,6 +109,7 @@ inline std::string field(const Config& c, const std::string& key) {
   if (key == "unpublished-bootstrap-dns-names") return join(c.unpublished_bootstrap_dns_names);
   if (key == "home") return c.home;
   if (key == "workers") return std::to_string(c.workers);
+  if (key == "max-connections") return std::to_string(c.max_connections);
   if (key == "dev") return b(c.dev);
   if (key == "log-level") return name(c.log_level);
   if (key == "unsupported") return join(c.unsupported);

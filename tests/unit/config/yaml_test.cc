@@ -116,6 +116,7 @@ const std::vector<Equivalence>& equivalences() {
       {"unpublished-bootstrap-dns-names", "[y.example.net]", "y.example.net"},
       {"home", "https://example.net/", "https://example.net/"},
       {"workers", "3", "3"},
+      {"max-connections", "250000", "250000"},
       {"dev", "true", "true"},
       {"log-level", "error", "error"},
   };
