@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -77,15 +78,10 @@ std::vector<stun::ServerAddresses> stun_sites(const config::Config& cfg) {
       spdlog::warn("no IPv6 on this host: STUN serves IPv4 only");
       continue;
     }
-    stun::ServerAddresses a;
-    a.ip[0] = primary.addr;
-    a.port[0] = primary.port;
-    if (cfg.stun_alt_addr && cfg.stun_alt_addr->addr.family() == primary.addr.family()) {
-      a.has_alternate = true;
-      a.ip[1] = cfg.stun_alt_addr->addr;
-      a.port[1] = cfg.stun_alt_addr->port;
-    }
-    out.push_back(a);
+    // The alternate address serves only the site of its own family.
+    std::optional<Endpoint> alternate;
+    if (cfg.stun_alt_addr && cfg.stun_alt_addr->addr.family() == primary.addr.family()) alternate = cfg.stun_alt_addr;
+    out.push_back(stun::ServerAddresses::of(primary, alternate));
   }
   return out;
 }
