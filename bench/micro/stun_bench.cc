@@ -10,6 +10,7 @@
 #include "stun/client.h"
 #include "stun/message.h"
 #include "stun/responder.h"
+#include "tests/unit/stun/server_addresses.h"
 
 namespace derpd::stun {
 namespace {
@@ -32,19 +33,9 @@ std::vector<std::byte> tailnode() {
   return request(o);
 }
 
-ServerAddresses server(bool v6, bool alternate) {
-  ServerAddresses s;
-  s.ip[0] = *IpAddr::parse(v6 ? "2001:db8::1" : "203.0.113.1");
-  s.ip[1] = *IpAddr::parse(v6 ? "2001:db8::2" : "203.0.113.2");
-  s.port[0] = 3478;
-  s.port[1] = 3479;
-  s.has_alternate = alternate;
-  return s;
-}
-
 void run_respond(benchmark::State& state, const std::vector<std::byte>& datagram, bool v6, bool alternate,
                  Disposition want) {
-  const ServerAddresses srv = server(v6, alternate);
+  const ServerAddresses srv = test::server_addresses(v6, alternate);
   Request r;
   r.datagram = datagram;
   r.remote = *Endpoint::parse(v6 ? "[2001:db8::77]:40000" : "198.51.100.7:40000");
@@ -139,7 +130,7 @@ BENCHMARK(BM_BuildChangeRequest);
 
 void BM_ParseBindingResponse(benchmark::State& state) {
   // A full RFC 5780 answer (XOR-MAPPED, MAPPED, RESPONSE-ORIGIN, OTHER-ADDRESS, SOFTWARE, FINGERPRINT).
-  const ServerAddresses srv = server(false, true);
+  const ServerAddresses srv = test::server_addresses(false, true);
   const auto req = request(BindingRequestOptions{});
   Request r{req, *Endpoint::parse("198.51.100.7:40000"), Endpoint{srv.ip[0], srv.port[0]}, SocketIndex{}};
   std::array<std::byte, kMaxResponseSize> out{};

@@ -13,6 +13,7 @@
 #include "stun/client.h"
 #include "stun/message.h"
 #include "stun/responder.h"
+#include "tests/unit/stun/server_addresses.h"
 #include "tests/unit/stun/vectors.h"
 
 namespace {
@@ -102,11 +103,7 @@ std::vector<Input> inputs() {
 
 TEST(StunAllocations, RespondIsAllocationFree) {
   const auto in = inputs();  // allocations while preparing are fine
-  ServerAddresses server;
-  server.ip[0] = *IpAddr::parse("203.0.113.1");
-  server.ip[1] = *IpAddr::parse("203.0.113.2");
-  server.port[0] = 3478;
-  server.port[1] = 3479;
+  ServerAddresses server = test::server_addresses(false, false);
   const Endpoint remote = *Endpoint::parse("198.51.100.7:40000");
   const Endpoint local = *Endpoint::parse("203.0.113.1:3478");
   std::array<std::byte, kMaxResponseSize> out{};
@@ -135,12 +132,7 @@ TEST(StunAllocations, ClientHelpersAreAllocationFree) {
   const TxId txid = new_txid();
   std::array<std::byte, 256> req{};
   std::array<std::byte, kMaxResponseSize> resp{};
-  ServerAddresses server;
-  server.ip[0] = *IpAddr::parse("2001:db8::1");
-  server.ip[1] = *IpAddr::parse("2001:db8::2");
-  server.port[0] = 3478;
-  server.port[1] = 3479;
-  server.has_alternate = true;
+  const ServerAddresses server = test::server_addresses(true, true);
   const Endpoint remote = *Endpoint::parse("[2001:db8::7]:40000");
   BindingRequestOptions o;
   o.change_request = ChangeRequest{true, false};

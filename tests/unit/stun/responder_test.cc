@@ -11,27 +11,19 @@
 #include "stun/builder.h"
 #include "stun/client.h"
 #include "stun/message.h"
+#include "tests/unit/stun/server_addresses.h"
 #include "tests/unit/stun/vectors.h"
 
 namespace derpd::stun {
 namespace {
 
 using test::hex;
+using test::server_addresses;
 using test::txid_1_to_12;
 
 // The remotes are the addresses whose derper answers were captured byte for byte below.
 const Endpoint kRemote4 = *Endpoint::parse("192.0.2.1:32853");
 const Endpoint kRemote6 = *Endpoint::parse("[2001:db8:1234:5678:11:2233:4455:6677]:32853");
-
-ServerAddresses server_for(bool v6, bool alternate) {
-  ServerAddresses s;
-  s.ip[0] = *IpAddr::parse(v6 ? "2001:db8::1" : "203.0.113.1");
-  s.ip[1] = *IpAddr::parse(v6 ? "2001:db8::2" : "203.0.113.2");
-  s.port[0] = 3478;
-  s.port[1] = 3479;
-  s.has_alternate = alternate;
-  return s;
-}
 
 Endpoint socket_addr(const ServerAddresses& s, SocketIndex i) { return Endpoint{s.ip[i.ip], s.port[i.port]}; }
 
@@ -107,7 +99,7 @@ class Respond : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Respond, Behaves) {
   const Case& c = GetParam();
-  const ServerAddresses server = server_for(c.v6, c.alternate);
+  const ServerAddresses server = server_addresses(c.v6, c.alternate);
   Request r;
   r.datagram = c.request;
   r.remote = c.v6 ? kRemote6 : kRemote4;
@@ -626,7 +618,7 @@ TEST(RespondExtra, WildcardReceivingSocketUsesLocalAddress) {
 }
 
 TEST(RespondExtra, OutputBufferTooSmall) {
-  const ServerAddresses server = server_for(false, false);
+  const ServerAddresses server = server_addresses(false, false);
   Request r;
   auto d = tailnode_req();
   r.datagram = d;
@@ -640,7 +632,7 @@ TEST(RespondExtra, OutputBufferTooSmall) {
 
 TEST(RespondExtra, ResponseNeverExceedsMax) {
   // The largest answers: IPv6 with alternate plus maximal padding, and a 420 with 16 types.
-  const ServerAddresses server = server_for(true, true);
+  const ServerAddresses server = server_addresses(true, true);
   Request r;
   r.remote = kRemote6;
   r.local = socket_addr(server, S00);
@@ -681,7 +673,7 @@ TEST(ServerAddressesOf, PrimaryAloneOrWithTheAlternate) {
   EXPECT_EQ(socket_addr(both, SocketIndex{0, 1}), *Endpoint::parse("[2001:db8::1]:3479"));
   EXPECT_EQ(socket_addr(both, SocketIndex{1, 0}), *Endpoint::parse("[2001:db8::2]:3478"));
   // The same as the hand-built addresses the tests above give respond().
-  const auto hand = server_for(false, true);
+  const auto hand = server_addresses(false, true);
   const auto built = ServerAddresses::of(Endpoint{hand.ip[0], hand.port[0]}, Endpoint{hand.ip[1], hand.port[1]});
   for (std::uint8_t ip : {0, 1})
     for (std::uint8_t port : {0, 1}) EXPECT_EQ(socket_addr(built, {ip, port}), socket_addr(hand, {ip, port}));
