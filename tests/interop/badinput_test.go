@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"net"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -17,19 +16,6 @@ import (
 	"tailscale.com/derp"
 	"tailscale.com/types/key"
 )
-
-// knownDerpdBug turns a failure that is a known derpd bug into a skip naming it (derpd only, and
-// only while DERPD_KNOWN_BUGS is not "fail"); a pass stays a pass.
-func knownDerpdBug(t *testing.T, kind, bug string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if kind == "derpd" && os.Getenv("DERPD_KNOWN_BUGS") != "fail" {
-		t.Skipf("derpd bug: %s (set DERPD_KNOWN_BUGS=fail to fail instead): %v", bug, err)
-	}
-	t.Fatal(err)
-}
 
 func randBytes(n int) []byte {
 	b := make([]byte, n)
