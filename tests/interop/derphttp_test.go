@@ -407,9 +407,17 @@ func TestDerpHTTPDeliveryRightAfterServerInfo(t *testing.T) {
 // that most recently sent a frame (the newest at first); when one leaves the other takes over;
 // those it sent to hear PeerGone only when the key's last connection leaves.
 func TestDerpHTTPDuplicateKeys(t *testing.T) {
+	var cases []serverCase
 	for _, k := range derpServers {
-		t.Run(k.name, func(t *testing.T) {
-			s := k.start(t, serverOpts{})
+		cases = append(cases, serverCase{k.name, k, serverOpts{}})
+		if k.name == "derpd" {
+			// Room for the key's two connections and the sender each on a worker of its own.
+			cases = append(cases, serverCase{"derpd/workers3", k, serverOpts{Workers: 3}})
+		}
+	}
+	for _, sc := range cases {
+		t.Run(sc.name, func(t *testing.T) {
+			s := sc.kind.start(t, sc.opts)
 			a, aKey, aSt := loggedIn(t, s, "a")
 			priv := key.NewNode()
 			dupKey := priv.Public()

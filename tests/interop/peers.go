@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +35,16 @@ import (
 type serverOpts struct {
 	TLS     bool   // HTTPS with a self-signed certificate for 127.0.0.1 (plus the DERP meta cert)
 	MeshKey string // 64 hex digits: the region mesh key; empty for none
+	Workers int    // derpd --workers; 0 for the default of 2 (derper has no workers: ignored)
+}
+
+// derpdWorkersArgs: derpd's --workers flag for o.
+func derpdWorkersArgs(o serverOpts) []string {
+	workers := 2
+	if o.Workers > 0 {
+		workers = o.Workers
+	}
+	return []string{"--workers", strconv.Itoa(workers)}
 }
 
 // derpServer is a running DERP server as its clients see it.
@@ -201,7 +212,7 @@ func startDerpdRelay(t *testing.T, o serverOpts) *derpServer {
 		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
 	}
 	// Metrics off: tests run several nodes at once, and 127.0.0.1:9100 is the default.
-	return startDerpLike(t, "derpd", bin, o, "--metrics-addr", "127.0.0.1:0", "--workers", "2")
+	return startDerpLike(t, "derpd", bin, o, append([]string{"--metrics-addr", "127.0.0.1:0"}, derpdWorkersArgs(o)...)...)
 }
 
 // startDerpLike runs a server that takes derper's flags on 127.0.0.1 (no STUN, no port 80). With

@@ -35,7 +35,6 @@ import (
 type relayOpts struct {
 	serverOpts
 	STUNPort int // > 0: serve STUN on 127.0.0.1:STUNPort
-	Workers  int // derpd --workers (default 2)
 	// Hostname for TLS (-hostname, certificate name); default 127.0.0.1. A DNS name gets a
 	// certificate for that name and 127.0.0.1.
 	Hostname string
@@ -66,11 +65,7 @@ func startRelay(t *testing.T, kind string, o relayOpts) *relay {
 		if bin == "" {
 			t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
 		}
-		workers := 2
-		if o.Workers > 0 {
-			workers = o.Workers
-		}
-		extra = []string{"--workers", strconv.Itoa(workers)}
+		extra = derpdWorkersArgs(o.serverOpts)
 	default:
 		t.Fatalf("unknown server kind %q", kind)
 	}
