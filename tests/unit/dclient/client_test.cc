@@ -25,17 +25,10 @@ namespace {
 
 namespace proto = derpd::protocol;
 using namespace std::chrono_literals;
+using testing::client_options;
 using testing::FakeServer;
 using testing::ServerConn;
 using testing::ServerIdentity;
-
-Options opts(const std::string& url) {
-  Options o;
-  o.url = url;
-  o.connect_timeout = 3s;
-  o.write_timeout = 3s;
-  return o;
-}
 
 std::vector<std::byte> bytes_of(std::string_view s) {
   auto b = as_bytes(s);
@@ -61,7 +54,7 @@ TEST(Client, LoginWithoutFastStart) {
     head = c.last_head;
     c.wait_closed();
   });
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.app_name = "unit";
   auto client = Client::connect(o);
   ASSERT_TRUE(client.ok()) << to_string(client.error());
@@ -98,7 +91,7 @@ TEST(Client, UsesAGivenKey) {
     hello = c.login(server.priv);
     c.wait_closed();
   });
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.private_key = mine;
   o.is_prober = true;
   auto client = Client::connect(o);
@@ -131,7 +124,7 @@ TEST(Client, SendAndReceivePackets) {
     }
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
 
   const auto small = bytes_of("hello through the relay");
@@ -190,7 +183,7 @@ TEST(Client, PingPongBothWays) {
     }
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   auto rtt = client->ping(3s);
   ASSERT_TRUE(rtt.ok()) << client->error_detail();
@@ -240,7 +233,7 @@ TEST(Client, EveryServerMessageInOrder) {
     c.write(Bytes(buf.data(), n));
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   auto next = [&]() {
     auto m = client->recv(3s);
@@ -298,7 +291,7 @@ TEST(Client, MeshFramesAndNotePreferred) {
     }
     c.wait_closed();
   });
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.mesh_key = mesh;
   o.preferred = true;     // NotePreferred(true) right after login
   o.watch_conns = true;   // then WatchConns
@@ -351,7 +344,7 @@ TEST(Client, MessagesDuringPingAreKeptButBounded) {
     c.write(buf);
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(client->ping(5s).ok()) << client->error_detail();
   EXPECT_EQ(client->pending_dropped(), 100u);
@@ -384,7 +377,7 @@ TEST(Client, RecvTimeoutMidFrameKeepsTheConnection) {
     c.write(Bytes(f.data() + 20, n - 20));
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   auto first = client->recv(100ms);
   ASSERT_FALSE(first.ok());
@@ -408,7 +401,7 @@ TEST(Client, NotWaitingForServerInfoStillProcessesIt) {
     c.write(Bytes(ka.data(), proto::write_keep_alive(ka)));
     c.wait_closed();
   });
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.wait_for_server_info = false;
   auto client = Client::connect(o);
   ASSERT_TRUE(client.ok());
@@ -435,7 +428,7 @@ TEST_P(BadServer, FailsCleanlyAndQuickly) {
   const BadCase& bc = GetParam();
   ServerIdentity server;
   FakeServer fake([&](ServerConn& c) { bc.script(c, server); });
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.connect_timeout = 1500ms;
   std::string why;
   const auto t0 = Clock::now();
@@ -601,7 +594,7 @@ TEST(Client, OversizeFrameLaterBreaksTheClientForGood) {
     c.write(std::string_view("\x05\xff\xff\xff\xff", 5));
     c.wait_closed();
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   auto m = client->recv(3s);
   ASSERT_FALSE(m.ok());
@@ -622,7 +615,7 @@ TEST(Client, ServerHangsUpMidStream) {
     if (!c.login(server.priv)) return;
     c.write(std::string_view("\x05\x00\x00\x00\x40", 5));  // a RecvPacket header, then EOF
   });
-  auto client = Client::connect(opts(fake.url()));
+  auto client = Client::connect(client_options(fake.url()));
   ASSERT_TRUE(client.ok());
   auto m = client->recv(3s);
   ASSERT_FALSE(m.ok());
@@ -641,13 +634,13 @@ TEST(Client, ConnectionRefusedAndBadUrl) {
   ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len), 0);
   std::string why;
-  auto c = Client::connect(opts("http://127.0.0.1:" + std::to_string(ntohs(sa.sin_port)) + "/derp"), &why);
+  auto c = Client::connect(client_options("http://127.0.0.1:" + std::to_string(ntohs(sa.sin_port)) + "/derp"), &why);
   ::close(fd);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.error(), Error::kConnect);
   EXPECT_NE(why.find("refused"), std::string::npos) << why;
 
-  auto bad = Client::connect(opts("derp://nowhere"), &why);
+  auto bad = Client::connect(client_options("derp://nowhere"), &why);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error(), Error::kBadUrl);
 }

@@ -272,6 +272,15 @@ FakeServer::~FakeServer() {
   SSL_CTX_free(ctx_);
 }
 
+Options client_options(const std::string& url) {
+  using namespace std::chrono_literals;
+  Options o;
+  o.url = url;
+  o.connect_timeout = 3s;
+  o.write_timeout = 3s;
+  return o;
+}
+
 std::string FakeServer::url() const {
   return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(port_) + "/derp";
 }

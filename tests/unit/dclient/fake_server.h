@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "client/derp/client.h"
 #include "relay/base/bytes.h"
 #include "relay/protocol/frame.h"
 #include "relay/protocol/handshake.h"
@@ -108,6 +109,9 @@ class FakeServer {
   SSL_CTX* ctx_ = nullptr;
   std::thread thread_;
 };
+
+// The client's options for a test server at `url`: 3 s to connect and to write.
+Options client_options(const std::string& url);
 
 // A fresh server identity.
 struct ServerIdentity {

@@ -23,20 +23,13 @@ namespace {
 namespace proto = derpd::protocol;
 using namespace std::chrono_literals;
 using testing::CertKey;
+using testing::client_options;
 using testing::FakeServer;
 using testing::make_meta_cert;
 using testing::make_server_cert;
 using testing::ServerConn;
 using testing::ServerIdentity;
 using testing::TlsSetup;
-
-Options opts(const std::string& url) {
-  Options o;
-  o.url = url;
-  o.connect_timeout = 3s;
-  o.write_timeout = 3s;
-  return o;
-}
 
 // What a fast-start login looked like from the server.
 struct FastStartSeen {
@@ -76,7 +69,7 @@ TEST(Tls, FastStartWithTheMetaCert) {
         c.wait_closed();
       },
       &tls);
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.tls.cert_name = "sha256-raw:" + cert_sha256_hex(leaf.cert);
   auto client = Client::connect(o);
   ASSERT_TRUE(client.ok()) << to_string(client.error());
@@ -102,7 +95,7 @@ TEST(Tls, NoMetaCertMeansTheRegularUpgrade) {
   TlsSetup tls{&leaf, nullptr};
   FastStartSeen seen;
   FakeServer fake([&](ServerConn& c) { fast_start_login(c, server, seen); c.wait_closed(); }, &tls);
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.tls.insecure_skip_verify = true;
   auto client = Client::connect(o);
   ASSERT_TRUE(client.ok()) << to_string(client.error());
@@ -122,7 +115,7 @@ TEST(Tls, MetaCertIgnoredUnderTls12AndWhenDisabled) {
     TlsSetup tls{&leaf, &meta, tls12};
     FastStartSeen seen;
     FakeServer fake([&](ServerConn& c) { fast_start_login(c, server, seen); c.wait_closed(); }, &tls);
-    Options o = opts(fake.url());
+    Options o = client_options(fake.url());
     o.tls.insecure_skip_verify = true;
     o.fast_start = tls12;  // under 1.3, the option alone turns fast start off
     auto client = Client::connect(o);
@@ -164,7 +157,7 @@ Result<Client, Error> connect_tls(const CertKey& leaf, const TlsOptions& tls_opt
   TlsSetup tls{&leaf, &meta};
   FastStartSeen seen;
   FakeServer fake([&](ServerConn& c) { fast_start_login(c, server, seen); c.wait_closed(); }, &tls);
-  Options o = opts("https://" + host + ":" + std::to_string(fake.port()) + "/derp");
+  Options o = client_options("https://" + host + ":" + std::to_string(fake.port()) + "/derp");
   o.tls = tls_options;
   auto r = Client::connect(o, why);
   if (r.ok()) r->close();
@@ -246,7 +239,7 @@ TEST(Tls, DialHostKeepsTheUrlHostForSniCertificateAndHostHeader) {
         c.wait_closed();
       },
       &tls);
-  Options o = opts("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
+  Options o = client_options("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
   o.dial_host = "127.0.0.1";
   o.tls.ca_file = ca.path;
   std::string why;
@@ -265,7 +258,7 @@ TEST(Tls, DialHostStillChecksTheCertificateForTheUrlHost) {
   TempFile ca(leaf.pem());
   TlsSetup tls{&leaf, nullptr};
   FakeServer fake([](ServerConn& c) { c.wait_closed(); }, &tls);
-  Options o = opts("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
+  Options o = client_options("https://derp2.mesh.test:" + std::to_string(fake.port()) + "/derp");
   o.dial_host = "127.0.0.1";  // in the certificate, but not the name asked for
   o.tls.ca_file = ca.path;
   std::string why;
@@ -297,7 +290,7 @@ TEST(Tls, AfterARecvTimeoutOnlyTheSocketHasNews) {
         c.wait_closed();
       },
       &tls);
-  Options o = opts(fake.url());
+  Options o = client_options(fake.url());
   o.tls.ca_file = ca.path;
   std::string why;
   auto c = Client::connect(o, &why);
@@ -336,7 +329,7 @@ TEST(Tls, PlaintextServerOnAnHttpsUrl) {
     c.write("HTTP/1.1 400 Bad Request\r\n\r\n");
     c.wait_closed();
   });
-  Options o = opts("https://127.0.0.1:" + std::to_string(fake.port()) + "/derp");
+  Options o = client_options("https://127.0.0.1:" + std::to_string(fake.port()) + "/derp");
   o.tls.insecure_skip_verify = true;
   std::string why;
   auto client = Client::connect(o, &why);
@@ -347,7 +340,7 @@ TEST(Tls, PlaintextServerOnAnHttpsUrl) {
 
 TEST(Tls, SilentTlsServerTimesOut) {
   FakeServer fake([&](ServerConn& c) { c.wait_closed(); });
-  Options o = opts("https://127.0.0.1:" + std::to_string(fake.port()) + "/derp");
+  Options o = client_options("https://127.0.0.1:" + std::to_string(fake.port()) + "/derp");
   o.connect_timeout = 300ms;
   o.tls.insecure_skip_verify = true;
   const auto t0 = Clock::now();
