@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include <thread>
 
 #include "relay/protocol/handshake.h"
+#include "tests/unit/dclient/fake_server.h"
 #include "tests/unit/server/harness.h"
 
 namespace derpd::daemon {
@@ -27,6 +29,7 @@ namespace {
 
 using protocol::FrameType;
 using protocol::NodePublic;
+using derpclient::testing::ServerConn;
 using server::ClientId;
 using server::test::Node;
 using server::test::Rx;
@@ -410,22 +413,27 @@ TEST(MeshBridge, WaitReturnsWhenTheWorkerQueuesFrames) {
 
 // --- whole links against a fake mesh peer --------------------------------------------------------
 
-// One accepted, logged-in connection of the fake peer (blocking with poll deadlines).
+// One accepted connection of the fake peer: dclient's fake-server connection (blocking; a read
+// gives up after 5 s) on a socket it owns.
 class PeerConn {
  public:
-  PeerConn(int fd, protocol::ClientHello hello, std::vector<std::byte> rest)
-      : fd_(fd), hello_(std::move(hello)), buf_(std::move(rest)) {}
+  explicit PeerConn(int fd) : fd_(fd), conn_(fd, nullptr) {
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
   ~PeerConn() { close(); }
+  PeerConn(const PeerConn&) = delete;
+  PeerConn& operator=(const PeerConn&) = delete;
+
+  // The DERP login, answered as the server with `key`; false when the link left or misbehaved.
+  bool login(const protocol::NodePrivate& key) {
+    auto h = conn_.login(key);
+    if (h) hello_ = *h;
+    return h.has_value();
+  }
   const protocol::ClientHello& hello() const { return hello_; }
 
-  bool write(Bytes b) {
-    while (!b.empty()) {
-      const ssize_t n = ::send(fd_, b.data(), b.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      b = b.subspan(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
+  bool write(Bytes b) { return conn_.write(b); }
   bool peer_present(const NodePublic& k, std::uint8_t flags = protocol::kPeerPresentIsRegular) {
     std::array<std::byte, protocol::frame_size(protocol::kPeerPresentLen)> f{};
     const std::size_t n = protocol::write_peer_present(f, k, Endpoint{*IpAddr::parse("192.0.2.1"), 41641}, flags);
@@ -436,31 +444,9 @@ class PeerConn {
     const std::size_t n = protocol::write_peer_gone(f, k, protocol::PeerGoneReason::kDisconnected);
     return write(Bytes(f.data(), n));
   }
-  struct Owned {
-    FrameType type{};
-    std::vector<std::byte> payload;
-  };
-  // The next frame from the link, or nullopt on EOF / timeout.
-  std::optional<Owned> read(std::chrono::milliseconds timeout) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      Bytes in(buf_);
-      protocol::Frame f;
-      const auto st = reader_.next(in, f);
-      buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(buf_.size() - in.size()));
-      if (st == protocol::FrameReader::Status::kError) return std::nullopt;
-      if (st == protocol::FrameReader::Status::kFrame)
-        return Owned{f.type, std::vector<std::byte>(f.payload.begin(), f.payload.end())};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) != 1) return std::nullopt;
-      std::array<std::byte, 16384> tmp;
-      const ssize_t n = ::recv(fd_, tmp.data(), tmp.size(), 0);
-      if (n <= 0) return std::nullopt;
-      buf_.insert(buf_.end(), tmp.begin(), tmp.begin() + n);
-    }
-  }
+  using Owned = ServerConn::OwnedFrame;
+  // The next frame from the link (as a server reads it), or nullopt on EOF / timeout.
+  std::optional<Owned> read() { return conn_.read_frame(&protocol::server_limits()); }
   void close() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
@@ -468,9 +454,8 @@ class PeerConn {
 
  private:
   int fd_;
+  ServerConn conn_;
   protocol::ClientHello hello_;
-  std::vector<std::byte> buf_;
-  protocol::FrameReader reader_{protocol::server_limits()};
 };
 
 // A DERP server on loopback that accepts any number of logins (the plain HTTP upgrade, ServerKey,
@@ -478,15 +463,7 @@ class PeerConn {
 class FakePeer {
  public:
   explicit FakePeer(protocol::NodePrivate key) : key_(std::move(key)) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
-        ::listen(listen_fd_, 8) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
-      throw std::runtime_error("fake peer: cannot listen on loopback");
-    port_ = ntohs(sa.sin_port);
+    listen_fd_ = derpclient::testing::listen_on_loopback(&port_, "fake peer");
     thread_ = std::thread([this] { accept_loop(); });
   }
   ~FakePeer() {
@@ -513,59 +490,12 @@ class FakePeer {
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) continue;
       ++attempts_;
-      auto c = login(fd);
-      if (!c) {
-        ::close(fd);
-        continue;
-      }
+      auto c = std::make_unique<PeerConn>(fd);
+      if (!c->login(key_)) continue;  // closed with c
       std::lock_guard lk(mu_);
       ready_.push_back(std::move(c));
       cv_.notify_all();
     }
-  }
-
-  std::unique_ptr<PeerConn> login(int fd) {
-    std::vector<std::byte> buf;
-    auto fill = [&] {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 5000) != 1) return false;
-      std::array<std::byte, 4096> tmp;
-      const ssize_t n = ::recv(fd, tmp.data(), tmp.size(), 0);
-      if (n <= 0) return false;
-      buf.insert(buf.end(), tmp.begin(), tmp.begin() + n);
-      return true;
-    };
-    std::size_t head_end = std::string::npos;
-    while (head_end == std::string::npos) {
-      if (buf.size() > 16384 || !fill()) return nullptr;
-      head_end = std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()).find("\r\n\r\n");
-    }
-    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(head_end + 4));
-    const NodePublic pub = key_.public_key();
-    const std::string resp =
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\nDerp-Version: 2\r\n"
-        "Derp-Public-Key: " + pub.untyped_hex() + "\r\n\r\n";
-    std::array<std::byte, protocol::frame_size(protocol::kServerKeyLen)> sk{};
-    const std::size_t skn = protocol::write_server_key(sk, pub);
-    if (::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(resp.size()) ||
-        ::send(fd, sk.data(), skn, MSG_NOSIGNAL) != static_cast<ssize_t>(skn))
-      return nullptr;
-    protocol::FrameReader reader(protocol::server_handshake_limits());
-    protocol::Frame f;
-    for (int i = 0; i < 64; ++i) {
-      Bytes in(buf);
-      const auto st = reader.next(in, f);
-      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(buf.size() - in.size()));
-      if (st == protocol::FrameReader::Status::kError) return nullptr;
-      if (st == protocol::FrameReader::Status::kFrame) break;
-      if (!fill()) return nullptr;
-    }
-    auto hello = protocol::open_client_info(f, key_);
-    if (!hello) return nullptr;
-    std::array<std::byte, protocol::kServerInfoFrameLen> si{};
-    auto sin = protocol::write_server_info(si, key_, hello->key);
-    if (!sin || ::send(fd, si.data(), *sin, MSG_NOSIGNAL) != static_cast<ssize_t>(*sin)) return nullptr;
-    return std::make_unique<PeerConn>(fd, *hello, std::move(buf));
   }
 
   protocol::NodePrivate key_;
@@ -634,7 +564,7 @@ TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
   ASSERT_NE(c1, nullptr) << "the link dialed the peer";
   EXPECT_EQ(c1->hello().key, me.public_key()) << "logged in with this node's server key";
   EXPECT_TRUE(c1->hello().info.mesh_key.equals(test_mesh_key()));
-  auto f = c1->read(5s);
+  auto f = c1->read();
   ASSERT_TRUE(f);
   EXPECT_EQ(f->type, FrameType::kWatchConns);
 
@@ -650,7 +580,7 @@ TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
   ASSERT_TRUE(w.node[0].frame_received(a, protocol::SendPacket{kb, pkt}, w.node.now));
   w.flush();
   std::optional<PeerConn::Owned> fwd;
-  std::thread reader([&] { fwd = c1->read(5s); });
+  std::thread reader([&] { fwd = c1->read(); });
   ASSERT_TRUE(w.run_until([&] { return links.counters(0).frames_out.get() == 1; }));
   reader.join();
   ASSERT_TRUE(fwd);
@@ -669,7 +599,7 @@ TEST(MeshLinks, LogsInWatchesForwardsAndRedialsAfterABreak) {
   ASSERT_TRUE(w.run_until([&] { return !w.forwarder_for(kc) && w.bridge.open_links() == 0; }));
   auto c2 = peer.next(5s);
   ASSERT_NE(c2, nullptr) << "redialed";
-  f = c2->read(5s);
+  f = c2->read();
   ASSERT_TRUE(f);
   EXPECT_EQ(f->type, FrameType::kWatchConns);
   ASSERT_TRUE(c2->peer_present(kc));
@@ -708,7 +638,7 @@ TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
   links.start();
   auto c = peer.next(5s);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->read(5s));  // WatchConns
+  ASSERT_TRUE(c->read());  // WatchConns
   ASSERT_TRUE(w.run_until([&] { return w.bridge.open_links() == 1; }));
 
   // Idle: no periodic wake-up (a 10 ms poll would wake ~50 times in 500 ms).
@@ -735,7 +665,7 @@ TEST(MeshLinks, IdleLinkSleepsUntilThePeerSendsOrAWorkerQueues) {
   t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(w.node[0].frame_received(a, protocol::SendPacket{kb, pkt}, w.node.now));
   w.flush();
-  auto fwd = c->read(5s);
+  auto fwd = c->read();
   ASSERT_TRUE(fwd);
   EXPECT_EQ(fwd->type, FrameType::kForwardPacket);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
@@ -791,7 +721,7 @@ TEST(MeshLinks, PresenceFloodThroughASmallEventRingLosesNothing) {
   links.start();
   auto c = peer.next(5s);
   ASSERT_NE(c, nullptr);
-  ASSERT_TRUE(c->read(5s));  // WatchConns
+  ASSERT_TRUE(c->read());  // WatchConns
   constexpr std::uint32_t kKeys = 3000;
   std::vector<std::byte> burst;  // one write: the link reads them as fast as it can
   for (std::uint32_t i = 0; i < kKeys; ++i) {

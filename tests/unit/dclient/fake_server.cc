@@ -213,20 +213,27 @@ std::optional<proto::ClientHello> ServerConn::login(const proto::NodePrivate& se
   return hello;
 }
 
+int listen_on_loopback(std::uint16_t* port, const char* who) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 8) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error(std::string(who) + ": cannot listen on loopback");
+  }
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
 // --- FakeServer ---------------------------------------------------------------------------------
 
 FakeServer::FakeServer(Handler handler, const TlsSetup* tls) {
   // The fake writes to sockets the client may have closed (OpenSSL's socket BIO uses write()).
   std::signal(SIGPIPE, SIG_IGN);
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sa;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
-      ::listen(listen_fd_, 8) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
-    throw std::runtime_error("fake server: cannot listen on loopback");
-  port_ = ntohs(sa.sin_port);
+  listen_fd_ = listen_on_loopback(&port_, "fake server");
   if (tls != nullptr) {
     tls_ = true;
     ctx_ = SSL_CTX_new(TLS_server_method());

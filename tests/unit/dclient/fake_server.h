@@ -110,6 +110,10 @@ class FakeServer {
   std::thread thread_;
 };
 
+// A TCP listener on 127.0.0.1 at a port the kernel picks (stored in *port); throws
+// std::runtime_error naming `who` when it cannot.
+int listen_on_loopback(std::uint16_t* port, const char* who);
+
 // The client's options for a test server at `url`: 3 s to connect and to write.
 Options client_options(const std::string& url);
 
