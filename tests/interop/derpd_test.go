@@ -3,7 +3,6 @@ package interop
 import (
 	"bufio"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -25,11 +24,7 @@ var stunLine = regexp.MustCompile(`stun listening on udp (\S+)`)
 
 func startDerpd(t *testing.T, args ...string) *derpd {
 	t.Helper()
-	bin := os.Getenv("DERPD_BIN")
-	if bin == "" {
-		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
-	}
-	d := &derpd{cmd: exec.Command(bin, args...)}
+	d := &derpd{cmd: exec.Command(derpdBinary(t), args...)}
 	out, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -793,43 +792,6 @@ func TestDerpHTTPWatchConnsWithoutMeshKey(t *testing.T) {
 }
 
 // ---- derpprobe ----
-
-var (
-	derpprobeOnce sync.Once
-	derpprobePath string
-	derpprobeErr  error
-)
-
-// derpprobeBinary returns $DERPPROBE_BIN, or builds tailscale.com/cmd/derpprobe at the version
-// pinned in go.mod (tool directive) into a reused temp path.
-func derpprobeBinary(t *testing.T) string {
-	t.Helper()
-	derpprobeOnce.Do(func() {
-		if p := os.Getenv("DERPPROBE_BIN"); p != "" {
-			derpprobePath = p
-			return
-		}
-		dir := filepath.Join(os.TempDir(), "derpd-interop")
-		if derpprobeErr = os.MkdirAll(dir, 0o755); derpprobeErr != nil {
-			return
-		}
-		out := filepath.Join(dir, "derpprobe")
-		tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", tmp, "tailscale.com/cmd/derpprobe")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			derpprobeErr = fmt.Errorf("go build tailscale.com/cmd/derpprobe: %v\n%s", err, b)
-			return
-		}
-		derpprobeErr = os.Rename(tmp, out)
-		derpprobePath = out
-	})
-	if derpprobeErr != nil {
-		t.Fatal(derpprobeErr)
-	}
-	return derpprobePath
-}
 
 // Tailscale's derpprobe, run once against a one-node DERP map (file://) naming the server: TLS
 // certificate, STUN, DERP round trip (mesh probe of the node with itself, as prober with the mesh

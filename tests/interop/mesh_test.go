@@ -121,10 +121,7 @@ func startRegion(t *testing.T, o regionOpts, kinds ...string) []*meshNode {
 		case "derper":
 			bin = derperBinary(t)
 		case "derpd":
-			bin = os.Getenv("DERPD_BIN")
-			if bin == "" {
-				t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
-			}
+			bin = derpdBinary(t)
 			args = append(args, "--metrics-addr", "127.0.0.1:0", "--workers", "2")
 		default:
 			t.Fatalf("unknown server kind %q", p.kind)
@@ -294,10 +291,21 @@ func sendAcross(t *testing.T, from, to *meshPeer, tag string, timeout time.Durat
 func leaveAndExpectGone(t *testing.T, leaver, watcher *meshPeer) {
 	t.Helper()
 	leaver.c.Close()
+	expectGone(t, watcher, leaver, 10*time.Second, "")
+}
+
+// expectGone waits up to `timeout` for `watcher` to get PeerGone(gone, disconnected); `why` says
+// what made it go, for the failure message.
+func expectGone(t *testing.T, watcher, gone *meshPeer, timeout time.Duration, why string) {
+	t.Helper()
+	what := "PeerGone for " + gone.name
+	if why != "" {
+		what += " " + why
+	}
 	var reason derp.PeerGoneReasonType = 0xff
-	watcher.await(t, 10*time.Second, "PeerGone for "+leaver.name, func(m derp.ReceivedMessage) bool {
+	watcher.await(t, timeout, what, func(m derp.ReceivedMessage) bool {
 		pg, ok := m.(derp.PeerGoneMessage)
-		if ok && pg.Peer == leaver.key {
+		if ok && pg.Peer == gone.key {
 			reason = pg.Reason
 			return true
 		}
@@ -371,18 +379,7 @@ func TestMeshNodeRestart(t *testing.T) {
 			sendAcross(t, b, a, "reply", 10*time.Second)
 
 			nodes[1].restart(t)
-			var reason derp.PeerGoneReasonType = 0xff
-			a.await(t, 15*time.Second, "PeerGone for b after its node stopped", func(m derp.ReceivedMessage) bool {
-				pg, ok := m.(derp.PeerGoneMessage)
-				if ok && pg.Peer == b.key {
-					reason = pg.Reason
-					return true
-				}
-				return false
-			})
-			if reason != derp.PeerGoneReasonDisconnected {
-				t.Fatalf("PeerGone reason %d, want disconnected", reason)
-			}
+			expectGone(t, a, b, 15*time.Second, "after its node stopped")
 			b2 := dialMeshPeer(t, "b2@"+nodes[1].Name, nodes[1])
 			// derper redials after 5 s; derpd's backoff is shorter.
 			sendAcross(t, a, b2, "after", 30*time.Second)

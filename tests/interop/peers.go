@@ -102,41 +102,64 @@ func goTool() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
+// goCommand is one of Tailscale's commands: $env when set, else built once per test run from the
+// module pinned in go.mod (tool directive; works with GOFLAGS=-mod=readonly after `go mod
+// download`) into a reused temp path.
+type goCommand struct {
+	env, pkg string
+	once     sync.Once
+	path     string
+	err      error
+}
+
 var (
-	derperOnce sync.Once
-	derperPath string
-	derperErr  error
+	derperCommand    = &goCommand{env: "DERPER_BIN", pkg: "tailscale.com/cmd/derper"}
+	derpprobeCommand = &goCommand{env: "DERPPROBE_BIN", pkg: "tailscale.com/cmd/derpprobe"}
 )
 
-// derperBinary returns $DERPER_BIN, or builds tailscale.com/cmd/derper at the version pinned in
-// go.mod (works with GOFLAGS=-mod=readonly after `go mod download`) into a reused temp path.
-func derperBinary(t *testing.T) string {
+func (c *goCommand) binary(t *testing.T) string {
 	t.Helper()
-	derperOnce.Do(func() {
-		if p := os.Getenv("DERPER_BIN"); p != "" {
-			derperPath = p
+	c.once.Do(func() {
+		if p := os.Getenv(c.env); p != "" {
+			c.path = p
 			return
 		}
 		dir := filepath.Join(os.TempDir(), "derpd-interop")
-		if derperErr = os.MkdirAll(dir, 0o755); derperErr != nil {
+		if c.err = os.MkdirAll(dir, 0o755); c.err != nil {
 			return
 		}
-		out := filepath.Join(dir, "derper")
+		out := filepath.Join(dir, filepath.Base(c.pkg))
 		tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", tmp, "tailscale.com/cmd/derper")
+		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", tmp, c.pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
-			derperErr = fmt.Errorf("go build tailscale.com/cmd/derper: %v\n%s", err, b)
+			c.err = fmt.Errorf("go build %s: %v\n%s", c.pkg, err, b)
 			return
 		}
-		derperErr = os.Rename(tmp, out) // atomic: concurrent runs never see a half-written binary
-		derperPath = out
+		c.err = os.Rename(tmp, out) // atomic: concurrent runs never see a half-written binary
+		c.path = out
 	})
-	if derperErr != nil {
-		t.Fatal(derperErr)
+	if c.err != nil {
+		t.Fatal(c.err)
 	}
-	return derperPath
+	return c.path
+}
+
+// derperBinary is Tailscale's derper ($DERPER_BIN, or built).
+func derperBinary(t *testing.T) string { return derperCommand.binary(t) }
+
+// derpprobeBinary is Tailscale's derpprobe ($DERPPROBE_BIN, or built).
+func derpprobeBinary(t *testing.T) string { return derpprobeCommand.binary(t) }
+
+// derpdBinary is $DERPD_BIN (set by ctest).
+func derpdBinary(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("DERPD_BIN")
+	if bin == "" {
+		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
+	}
+	return bin
 }
 
 // process is a server process with its combined output kept for failure messages.
@@ -207,31 +230,39 @@ func startDerper(t *testing.T, o serverOpts) *derpServer {
 // startDerpdRelay runs derpd (DERPD_BIN) exactly as derper: derpd takes derper's flags.
 func startDerpdRelay(t *testing.T, o serverOpts) *derpServer {
 	t.Helper()
-	bin := os.Getenv("DERPD_BIN")
-	if bin == "" {
-		t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
-	}
 	// Metrics off: tests run several nodes at once, and 127.0.0.1:9100 is the default.
-	return startDerpLike(t, "derpd", bin, o, append([]string{"--metrics-addr", "127.0.0.1:0"}, derpdWorkersArgs(o)...)...)
+	return startDerpLike(t, "derpd", derpdBinary(t), o, append([]string{"--metrics-addr", "127.0.0.1:0"}, derpdWorkersArgs(o)...)...)
 }
 
-// startDerpLike runs a server that takes derper's flags on 127.0.0.1 (no STUN, no port 80). With
-// TLS it uses -certmode manual, hostname 127.0.0.1 and a fresh self-signed certificate for that IP
-// in -certdir; derper serves its DERP meta cert after it, so TLS 1.3 clients get fast start.
+// startDerpLike runs a server that takes derper's flags on 127.0.0.1 (no STUN, no port 80; see
+// derperArgs). With TLS derper serves its DERP meta cert after the certificate, so TLS 1.3 clients
+// get fast start.
 func startDerpLike(t *testing.T, name, bin string, o serverOpts, extra ...string) *derpServer {
 	t.Helper()
-	dir := t.TempDir()
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"-a", addr, "-http-port", "-1", "-stun=false", "-c", filepath.Join(dir, "derper.key")}
-	s := &derpServer{Name: name, URL: fmt.Sprintf("http://%s/derp", addr)}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s, args := derperArgs(t, name, t.TempDir(), addr, o, "")
+	startProcess(t, addr, bin, append(append(args, "-stun=false"), extra...)...)
+	return s
+}
+
+// derperArgs are derper's flags, but for STUN, for a server on addr with its files in dir (the
+// node key, certificates, mesh key), no port 80, and s, the server as its clients see it. With TLS:
+// -certmode manual with a fresh certificate for tlsHost ("" for 127.0.0.1; see writeCertFor), which
+// is also -hostname. With a mesh key: -mesh-psk-file.
+func derperArgs(t *testing.T, name, dir, addr string, o serverOpts, tlsHost string) (s *derpServer, args []string) {
+	t.Helper()
+	args = []string{"-a", addr, "-http-port", "-1", "-c", filepath.Join(dir, "derper.key")}
+	s = &derpServer{Name: name, URL: fmt.Sprintf("http://%s/derp", addr)}
 	if o.TLS {
+		if tlsHost == "" {
+			tlsHost = "127.0.0.1"
+		}
 		certDir := filepath.Join(dir, "certs")
-		crt, err := writeSelfSignedCert(certDir, "127.0.0.1")
+		crt, err := writeCertFor(certDir, tlsHost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		args = append(args, "-certmode", "manual", "-hostname", "127.0.0.1", "-certdir", certDir)
+		args = append(args, "-certmode", "manual", "-hostname", tlsHost, "-certdir", certDir)
 		s.URL = fmt.Sprintf("https://%s/derp", addr)
 		s.CertFile = crt
 		if s.CertName, err = certPin(crt); err != nil {
@@ -245,8 +276,7 @@ func startDerpLike(t *testing.T, name, bin string, o serverOpts, extra ...string
 		}
 		args = append(args, "-mesh-psk-file", f)
 	}
-	startProcess(t, addr, bin, append(args, extra...)...)
-	return s
+	return s, args
 }
 
 // certSpec describes a throwaway self-signed server certificate for the tests.
@@ -309,6 +339,16 @@ func writeCert(dir string, spec certSpec) (string, error) {
 // writeSelfSignedCert writes <dir>/<ip>.crt and .key: a certificate for the IP address.
 func writeSelfSignedCert(dir, ip string) (string, error) {
 	return writeCert(dir, certSpec{file: ip, cn: ip, ips: []net.IP{net.ParseIP(ip)}})
+}
+
+// writeCertFor is writeSelfSignedCert for a host name: <dir>/<name>.crt and .key, a certificate
+// valid for the name and for 127.0.0.1.
+func writeCertFor(dir, name string) (string, error) {
+	if net.ParseIP(name) != nil {
+		return writeSelfSignedCert(dir, name)
+	}
+	return writeCert(dir, certSpec{file: name, cn: name, dnsNames: []string{name},
+		ips: []net.IP{net.ParseIP("127.0.0.1")}})
 }
 
 // certPin is the DERP map CertName form of a PEM certificate: "sha256-raw:" + hex(SHA-256(DER)).

@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,47 +60,18 @@ func startRelay(t *testing.T, kind string, o relayOpts) *relay {
 	case "derper":
 		bin = derperBinary(t)
 	case "derpd":
-		bin = os.Getenv("DERPD_BIN")
-		if bin == "" {
-			t.Fatal("DERPD_BIN is not set (run through ctest / tools/test)")
-		}
+		bin = derpdBinary(t)
 		extra = derpdWorkersArgs(o.serverOpts)
 	default:
 		t.Fatalf("unknown server kind %q", kind)
 	}
-	dir := t.TempDir()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"-a", addr, "-http-port", "-1", "-c", filepath.Join(dir, "derper.key")}
+	s, args := derperArgs(t, kind, t.TempDir(), addr, o.serverOpts, o.Hostname)
 	if o.STUNPort > 0 {
 		args = append(args, "-stun-port", strconv.Itoa(o.STUNPort))
 	} else {
 		args = append(args, "-stun=false")
-	}
-	s := &derpServer{Name: kind, URL: fmt.Sprintf("http://%s/derp", addr)}
-	if o.TLS {
-		certDir := filepath.Join(dir, "certs")
-		host := o.Hostname
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		crt, err := writeCertFor(certDir, host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-certmode", "manual", "-hostname", host, "-certdir", certDir)
-		s.URL = fmt.Sprintf("https://%s/derp", addr)
-		s.CertFile = crt
-		if s.CertName, err = certPin(crt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if o.MeshKey != "" {
-		f := filepath.Join(dir, "mesh.key")
-		if err := os.WriteFile(f, []byte(o.MeshKey+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-mesh-psk-file", f)
 	}
 	metricsURL := fmt.Sprintf("http://%s/debug/varz", addr)
 	if kind == "derpd" {
@@ -111,16 +81,6 @@ func startRelay(t *testing.T, kind string, o relayOpts) *relay {
 	}
 	p := startProcess(t, addr, bin, append(args, extra...)...)
 	return &relay{derpServer: s, proc: p, Port: port, MetricsURL: metricsURL}
-}
-
-// writeCertFor is writeSelfSignedCert (peers.go) for a host name: <dir>/<name>.crt and .key, a
-// certificate valid for the name and for 127.0.0.1.
-func writeCertFor(dir, name string) (string, error) {
-	if net.ParseIP(name) != nil {
-		return writeSelfSignedCert(dir, name)
-	}
-	return writeCert(dir, certSpec{file: name, cn: name, dnsNames: []string{name},
-		ips: []net.IP{net.ParseIP("127.0.0.1")}})
 }
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.
