@@ -77,6 +77,17 @@ def free_udp_port(ip="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def rfc5780_daemon(*args):
+    """derpd with `args`, serving STUN on 127.0.0.1 and, as its RFC 5780 alternate, on 127.0.0.2,
+    each at a free UDP port (two ports, so four sockets), with two workers. Returns (daemon, (p1, p2))."""
+    p1 = free_udp_port("127.0.0.1")
+    p2 = free_udp_port("127.0.0.2")
+    if p2 == p1:
+        p2 = free_udp_port("127.0.0.2")
+    d = Daemon(*args, "--stun-addr", f"127.0.0.1:{p1}", "--stun-alt-addr", f"127.0.0.2:{p2}", "--workers", "2")
+    return d, (p1, p2)
+
+
 def fingerprint(b):
     return (zlib.crc32(b) & 0xFFFFFFFF) ^ 0x5354554E
 

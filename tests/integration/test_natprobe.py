@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import DERPD, MAGIC, Daemon, attr, free_udp_port, message, parse_attrs
+from harness import DERPD, MAGIC, Daemon, attr, free_udp_port, message, parse_attrs, rfc5780_daemon
 
 BASE = ["-derp=false", "-http-port=-1", "--metrics-addr", "127.0.0.1:0"]
 
@@ -178,13 +178,8 @@ class Rfc5780OnLoopback(NatprobeTestCase):
 
     @classmethod
     def setUpClass(cls):
-        p1 = free_udp_port("127.0.0.1")
-        p2 = free_udp_port("127.0.0.2")
-        if p2 == p1:
-            p2 = free_udp_port("127.0.0.2")
-        cls.p = (p1, p2)
-        cls.d = Daemon(*BASE, "--stun-addr", f"127.0.0.1:{p1}", "--stun-alt-addr", f"127.0.0.2:{p2}", "--workers", "2")
-        cls.spec = f"127.0.0.1:{p1}"
+        cls.d, cls.p = rfc5780_daemon(*BASE)
+        cls.spec = f"127.0.0.1:{cls.p[0]}"
 
     @classmethod
     def tearDownClass(cls):

@@ -9,7 +9,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import (Daemon, exchange, free_udp_port, message, new_txid, parse_attrs, plain_address,
+from harness import (Daemon, exchange, message, new_txid, parse_attrs, plain_address, rfc5780_daemon,
                      run_derpd, tailscale_request, udp_socket, xor_address, attr, MAGIC)
 
 BASE = ["-derp=false", "-http-port=-1", "--metrics-addr", "127.0.0.1:0"]
@@ -144,12 +144,8 @@ class Rfc5780(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        p1 = free_udp_port("127.0.0.1")
-        p2 = free_udp_port("127.0.0.2")
-        if p2 == p1:
-            p2 = free_udp_port("127.0.0.2")
-        cls.p = (p1, p2)
-        cls.d = Daemon(*BASE, "--stun-addr", f"127.0.0.1:{p1}", "--stun-alt-addr", f"127.0.0.2:{p2}", "--workers", "2")
+        cls.d, cls.p = rfc5780_daemon(*BASE)
+        p1, p2 = cls.p
         cls.primary = ("127.0.0.1", p1)
         cls.other = ("127.0.0.2", p2)
 
