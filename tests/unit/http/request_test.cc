@@ -92,7 +92,8 @@ TEST(RequestHead, PipelinedRequestIsLeftForTheNextCall) {
 
 TEST(RequestHead, BodyIsNotPartOfTheHead) {
   const std::string head = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
-  auto r = parse(head + "hello");
+  const std::string wire = head + "hello";  // the result's views point into it: keep it alive
+  auto r = parse(wire);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->head_size, head.size());
   ASSERT_TRUE(r->content_length.has_value());
@@ -180,7 +181,8 @@ TEST(RequestHead, TooManyHeadersIsRefused) {
 
 TEST(RequestHead, BareLineFeedsAreAccepted) {
   const std::string head = "GET /derp HTTP/1.1\nUpgrade: DERP\nConnection: Upgrade\n\n";
-  auto r = parse(head + "\x02rest");
+  const std::string wire = head + "\x02rest";
+  auto r = parse(wire);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->head_size, head.size());
 }

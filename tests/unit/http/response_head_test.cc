@@ -95,7 +95,8 @@ TEST(ResponseHead, DuplicateHeadersAreKeptInOrderAndTheFirstIsFound) {
 
 TEST(ResponseHead, BareLineFeedsAreAccepted) {
   const std::string head = "HTTP/1.1 101 Switching Protocols\nUpgrade: DERP\n\n";
-  auto r = parse(head + "\x01rest");
+  const std::string wire = head + "\x01rest";  // the result's views point into it: keep it alive
+  auto r = parse(wire);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->head_size, head.size());
   EXPECT_EQ(r->header("upgrade"), "DERP");
