@@ -368,7 +368,7 @@ void DerpService::pump(Conn& c) {
   if (c.tcp && c.tcp->queued_bytes() > 0 && !c.write_deadline) {
     // derper's write timeout: a client whose socket does not take our bytes in time is dropped.
     c.write_deadline = true;
-    c.tcp->set_deadline(loop_.now() + shard_.write_timeout(c.id));
+    c.tcp->set_deadline(loop_.turn_now() + shard_.write_timeout(c.id));
   }
 }
 
@@ -543,7 +543,7 @@ bool DerpService::Conn::on_frame(const protocol::Frame& f) {
     end(server::ConnEnd::kProtocolError);
     return false;
   }
-  if (!svc->shard_.frame_may_proceed(id, svc->loop_.now())) {
+  if (!svc->shard_.frame_may_proceed(id, svc->loop_.turn_now())) {
     // A duplicated key switches to this connection: the frame waits until every worker routes
     // the key here (out.resume, then finish_switch). Only the payload needs copying.
     held_frame = std::make_unique<HeldFrame>();
@@ -554,7 +554,7 @@ bool DerpService::Conn::on_frame(const protocol::Frame& f) {
     state = State::kSwitching;
     return true;
   }
-  if (!svc->shard_.frame_received(id, *msg, svc->loop_.now())) {
+  if (!svc->shard_.frame_received(id, *msg, svc->loop_.turn_now())) {
     if (tcp) tcp->pause_reading();
     return false;
   }

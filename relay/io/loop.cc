@@ -26,7 +26,7 @@ Nanos MonotonicClock::now() const {
   return Nanos{std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec};
 }
 
-Loop::Loop(Ring& ring, const Clock& clock) : ring_(ring), clock_(clock) {
+Loop::Loop(Ring& ring, const Clock& clock) : ring_(ring), clock_(clock), turn_now_(clock.now()) {
   slots_.reserve(1024);
   slots_.emplace_back();  // slot 0 is reserved: user_data 0 means "ignore"
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -109,6 +109,7 @@ void Loop::run_once(Nanos max_wait) {
   }
   int rc = ring_.submit_and_wait(wait);
   (void)rc;  // -ETIME / -EINTR: just look at what is ready
+  turn_now_ = clock_.now();
   Completion batch[kReapBatch];
   for (;;) {
     unsigned n = ring_.reap(batch);

@@ -58,6 +58,9 @@ class Loop {
   Ring& ring() { return ring_; }
   const Clock& clock() const { return clock_; }
   Nanos now() const { return clock_.now(); }
+  // The time this turn's completions were reaped: read once per turn, so per-event timestamps
+  // (frames, write deadlines) cost nothing; at most one turn old. Use now() where that matters.
+  Nanos turn_now() const { return turn_now_; }
 
   // Gives `h` a slot. Throws std::length_error when the arena is full (2^24 slots).
   std::uint32_t attach(Handler* h);
@@ -109,6 +112,7 @@ class Loop {
   std::uint32_t free_head_ = 0;  // 0 = none (slot 0 is reserved)
   std::vector<Timer> timers_;    // min-heap on deadline
   LoopStats stats_;
+  Nanos turn_now_{0};
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;
   std::uint64_t wake_buf_ = 0;

@@ -103,6 +103,7 @@ void ClientArena::release(ClientId id) {
   c->last_pull_packets = {};
   c->last_pull_bytes = {};
   std::unordered_set<protocol::NodePublic>().swap(c->saw_src);
+  c->saw_src_memo = false;
   std::unordered_set<protocol::NodePublic>().swap(c->link_keys);
   free_.push_back(id.slot);
   --live_;

@@ -126,6 +126,10 @@ struct Client {
   // Sources this client was sent packets from: it gets PeerGone(disconnected) when one of them
   // leaves the region (derper's sawSrc).
   std::unordered_set<protocol::NodePublic> saw_src;
+  // The last source noted in saw_src: a client fed by one peer skips the set per packet. Only
+  // meaningful while saw_src_memo is set (cleared whenever saw_src loses entries).
+  protocol::NodePublic last_src{};
+  bool saw_src_memo = false;
   // Mesh link: keys it made reachable (removed when the link closes).
   std::unordered_set<protocol::NodePublic> link_keys;
 

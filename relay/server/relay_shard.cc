@@ -548,7 +548,10 @@ bool RelayShard::start_next_frame(ClientId id, Client& c) {
 }
 
 void RelayShard::note_send_from_src(ClientId id, Client& c, const protocol::NodePublic& src) {
+  if (c.saw_src_memo && c.last_src == src) return;
   if (c.saw_src.insert(src).second) peer_gone_watchers_[src].push_back(id);
+  c.last_src = src;
+  c.saw_src_memo = true;
 }
 
 // --- lifecycle -------------------------------------------------------------------------------
@@ -576,6 +579,7 @@ void RelayShard::unregister(ClientId id, Client& c) {
       if (it->second.empty()) peer_gone_watchers_.erase(it);
     }
     c.saw_src.clear();
+    c.saw_src_memo = false;
     if (auto it = local_by_key_.find(c.params.key); it != local_by_key_.end()) {
       std::erase(it->second, id.slot);
       if (it->second.empty()) local_by_key_.erase(it);

@@ -253,6 +253,7 @@ void RelayShard::notify_region_gone(const protocol::NodePublic& key) {
     Client* c = arena_.get(id);
     if (c == nullptr || c->state != Client::State::kActive) continue;
     c->saw_src.erase(key);
+    c->saw_src_memo = false;
     queue_peer_gone(id, *c, key, protocol::PeerGoneReason::kDisconnected);
   }
 }

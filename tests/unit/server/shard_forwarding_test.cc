@@ -186,6 +186,27 @@ TEST(ShardForwarding, PeerGoneDisconnectedOnlyToThoseWhoReceivedFromIt) {
   EXPECT_TRUE(drain(node[1], c).empty());
 }
 
+// A receiver fed by one source skips the bookkeeping per packet; when that source leaves and comes
+// back, its packets count again, so its second departure is announced too.
+TEST(ShardForwarding, PeerGoneAgainAfterTheSourceReturnsAndSendsAgain) {
+  Node node(2);
+  const auto ka = key_homed(1, 1, 2), kb = key_homed(2, 0, 2);
+  const ClientId b = node.connect(0, kb);
+  for (int round = 0; round < 2; ++round) {
+    const ClientId a = node.connect(1, ka);
+    for (int i = 0; i < 3; ++i) node.send(1, a, kb, other_packet(10));
+    node.pump();
+    ASSERT_EQ(drain(node[0], b).size(), 3u) << "round " << round;
+    node[1].client_closed(a, ConnEnd::kPeerClosed);
+    node.pump();
+    const auto rx = drain(node[0], b);
+    ASSERT_EQ(rx.size(), 1u) << "round " << round;
+    EXPECT_EQ(rx[0].type, FrameType::kPeerGone);
+    EXPECT_EQ(rx[0].key, ka);
+  }
+  EXPECT_EQ(node.totals().peer_gone_disconnected_frames, 2u);
+}
+
 TEST(ShardForwarding, PeerGoneWaitsForTheKeysLastConnection) {
   Node node(2);
   const auto ka = key_homed(1, 0, 2), kb = key_homed(2, 1, 2);
