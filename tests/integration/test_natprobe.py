@@ -428,8 +428,8 @@ class PlainServers(NatprobeTestCase):
 class Coturn(NatprobeTestCase):
     """coturn's turnserver with two loopback addresses (RFC 5780 turns on by itself in 4.6)."""
 
-    @unittest.skipUnless(shutil.which("turnserver"), "coturn's turnserver not installed")
-    def test_rfc5780_server_from_another_implementation(self):
+    def start_turnserver(self):
+        """coturn on 127.0.0.1 and .2, ports P and P+1; (P, "") once it answers, else (None, log)."""
         port = None
         for _ in range(20):  # P and P+1 must both be free on both addresses
             p = free_udp_port("127.0.0.1")
@@ -443,11 +443,15 @@ class Coturn(NatprobeTestCase):
             except OSError:
                 continue
         self.assertIsNotNone(port)
+        log = tempfile.TemporaryFile(mode="w+")
+        self.cleanup.append(log.close)
         proc = subprocess.Popen(["turnserver", "-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "-L", "127.0.0.1",
                                  "-L", "127.0.0.2", "--listening-port", str(port), "--log-file", "stdout"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=log, stderr=subprocess.STDOUT)
 
         def stop():
+            if proc.poll() is not None:
+                return
             proc.terminate()
             try:
                 proc.wait(5)
@@ -459,15 +463,28 @@ class Coturn(NatprobeTestCase):
         deadline = time.monotonic() + 10
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.2)
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and proc.poll() is None:
                 s.sendto(message(0x0001, secrets.token_bytes(12)), ("127.0.0.1", port))
                 try:
                     s.recvfrom(2048)
-                    break
+                    return port, ""
                 except socket.timeout:
                     continue
-            else:
-                self.fail("turnserver did not answer")
+        stop()
+        log.seek(0)
+        return None, log.read()[-2000:]
+
+    @unittest.skipUnless(shutil.which("turnserver"), "coturn's turnserver not installed")
+    def test_rfc5780_server_from_another_implementation(self):
+        port, why = None, ""
+        # Free ports are checked, then taken by turnserver: another test may take one in between,
+        # so a start that never answers is retried on other ports.
+        for _attempt in range(3):
+            port, why = self.start_turnserver()
+            if port is not None:
+                break
+        if port is None:
+            self.fail("turnserver did not answer on three pairs of ports; its log ends:\n" + why)
         r, doc, secs = probe_json("--server", f"127.0.0.1:{port}")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(doc["mapping"], "none")
