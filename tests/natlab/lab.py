@@ -594,7 +594,10 @@ class Lab:
             except Exception:  # keep tearing down
                 pass
         # Also any namespace of this lab's prefix: a build racing with a teardown from a signal.
-        mine = [ns for ns in list_netns() if ns.startswith(self.prefix + "-")]
+        # Exact names only: another kind's prefix may extend this one ("double-nat" and
+        # "double-nat-apdm"), and its namespaces and processes are not ours.
+        own = re.compile(rf"{re.escape(self.prefix)}-(pub|cli|r\d+)")
+        mine = [ns for ns in list_netns() if own.fullmatch(ns)]
         for ns in [*reversed(self._created), *mine]:
             # Anything still inside was started by this lab (e.g. a daemon that forked).
             for pid in _ns_pids(ns):
