@@ -15,29 +15,14 @@
 #include "relay/metrics/exposition.h"
 #include "relay/metrics/stun_metrics.h"
 #include "relay/server/relay_shard.h"
+#include "tests/unit/metrics/exposition_text.h"
 #include "tests/unit/metrics/promtool.h"
 
 namespace derpd::metrics {
 namespace {
 
-bool contains_line(const std::string& text, const std::string& line) {
-  return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
-}
-
-// "# TYPE name type" lines of a rendering.
-std::map<std::string, std::string> types_of(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("# TYPE ", 0) != 0) continue;
-    std::istringstream l(line.substr(7));
-    std::string name, type;
-    l >> name >> type;
-    out[name] = type;
-  }
-  return out;
-}
+using testing::contains_line;
+using testing::types_of;
 
 std::string render(std::shared_ptr<DerpMetrics> m) {
   Exposition ex;
