@@ -35,6 +35,15 @@ class TlsConnectionTest : public ::testing::Test {
     return c ? std::move(*c) : nullptr;
   }
 
+  // A server connection that finished its handshake with `client` (check handshake_done()).
+  std::unique_ptr<TlsConnection> handshaken(Client& client, const TlsConnectionOptions& opts = {}) {
+    auto conn = accept(opts);
+    if (!conn) return conn;
+    Pump pump(*conn, client);
+    pump.run();
+    return conn;
+  }
+
   static std::string random_bytes(std::size_t n, unsigned seed) {
     std::mt19937 rng(seed);
     std::string s(n, '\0');
@@ -273,10 +282,8 @@ TEST_F(TlsConnectionTest, RandomGarbageNeverCrashes) {
 }
 
 TEST_F(TlsConnectionTest, CorruptedRecordAfterTheHandshakeIsAProtocolError) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
   ASSERT_TRUE(client.write("hello"));
   std::string wire = client.take_output();
@@ -291,10 +298,8 @@ TEST_F(TlsConnectionTest, CorruptedRecordAfterTheHandshakeIsAProtocolError) {
 }
 
 TEST_F(TlsConnectionTest, CloseNotifyBothWays) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
 
   // Client: data then close_notify. The server returns the data, then kPeerClosed.
@@ -336,11 +341,10 @@ TEST_F(TlsConnectionTest, ShutdownBeforeTheHandshakeIsClosed) {
 }
 
 TEST_F(TlsConnectionTest, KeyUpdateFromTheClient) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
+  Pump pump(*conn, client);
   ASSERT_EQ(SSL_key_update(client.ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
   ASSERT_TRUE(client.write("after key update"));
   pump.run();
@@ -400,10 +404,8 @@ struct FakeSendQueue {
 };
 
 TEST_F(TlsConnectionTest, WritesGoStraightIntoTheSinkWithRoom) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
 
   FakeSendQueue q(1 << 20);
@@ -423,10 +425,8 @@ TEST_F(TlsConnectionTest, WritesGoStraightIntoTheSinkWithRoom) {
 }
 
 TEST_F(TlsConnectionTest, AFullSinkQueuesTheRestInOrder) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
 
   // Room for one full record, not two: the second and third records wait here.
@@ -467,10 +467,8 @@ TEST_F(TlsConnectionTest, AFullSinkQueuesTheRestInOrder) {
 }
 
 TEST_F(TlsConnectionTest, ManyRecordsInOneFeedAreReadInOneCall) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
   std::string expect;
   for (int i = 0; i < 50; ++i) {  // one record each
@@ -519,10 +517,8 @@ TEST_F(TlsConnectionTest, LentInputAcrossTheHandshakeAndInOddPieces) {
 }
 
 TEST_F(TlsConnectionTest, LentInputPastTheReadBufferIsKept) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
   const std::string up = random_bytes(200000, 7);  // 13 records
   ASSERT_TRUE(client.write(up));
@@ -559,11 +555,10 @@ TEST_F(TlsConnectionTest, LentInputPastTheReadBufferIsKept) {
 }
 
 TEST_F(TlsConnectionTest, LentCloseNotifyAndGarbageAfterData) {
-  auto conn = accept();
   Client client;
-  Pump pump(*conn, client);
-  pump.run();
+  auto conn = handshaken(client);
   ASSERT_TRUE(conn->handshake_done());
+  Pump pump(*conn, client);
   ASSERT_TRUE(client.write("last words"));
   SSL_shutdown(client.ssl());
   std::string wire = client.take_output() + "trailing junk after close_notify";
